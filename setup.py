@@ -1,0 +1,54 @@
+"""Installs mirrortalk_jax: `pip install -e .` (add `[dev]` for tests)."""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    # The JAX training stack.
+    "jax>=0.10.0,<0.11",
+    "flax>=0.12.4,<0.13",
+    "optax>=0.2.6,<0.3",
+    "orbax-checkpoint>=0.12.4,<0.13",
+    "grain>=0.2.18,<0.3",
+    "chex>=0.1.90",
+    "tensorflow-datasets>=4.9.9,<5",
+    "importlib_resources>=6",  # tensorflow-datasets needs it to locate builder code but does not declare it
+    "array-record>=0.8.1",
+    "ml-collections>=1.1.0",
+    "clu>=0.0.12",
+    "absl-py>=2.1",
+    # What the data needs.
+    "numpy>=2.0,<3",
+    "scipy>=1.14",
+    "pillow>=11",
+    "av>=14",
+    "soundfile>=0.13",
+    "espeakng-loader>=0.2.4,<0.3",
+    "tqdm>=4.66",
+]
+
+EXTRAS_REQUIRE = {
+    "dev": [
+        "pytest>=8",
+        "pytest-xdist>=3.6",
+        "scikit-image>=0.24",
+    ],
+    # clu's metric writers and periodic actions need TensorFlow + TensorBoard (about 1.3 GB).
+    "tensorboard": ["tensorflow-cpu>=2.18", "tensorboard>=2.18"],
+    # Only the checkpoint converters' torch-file reader needs torch; safetensors files do not.
+    "torch": ["torch>=2.5"],
+}
+
+setuptools.setup(
+    name="mirrortalk_jax",
+    version="0.1.0",
+    description=(
+        "JAX/Flax framework for personalized, style-preserving, audio-driven talking-face generation"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["mirrortalk_jax", "mirrortalk_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["mirrortalk=mirrortalk_jax.cli:main"]},
+)
