@@ -70,7 +70,9 @@ def blink_track(num_frames: int, fps: float, rate_per_minute: float, rng: np.ran
     out = np.zeros(num_frames)
     time = rng.exponential(60.0 / rate_per_minute) * 0.5  # the first blink comes sooner on average
     while time < duration:
-        out = np.maximum(out, np.clip(1 - np.abs(t - time) / (_BLINK_DURATION / 2), 0, 1))
+        # A trapezoid: the lid is fully shut for the middle third of the blink, so every blink closes the
+        # eye in at least one frame whatever its phase relative to the frame grid.
+        out = np.maximum(out, np.clip(1.5 * (1 - np.abs(t - time) / (_BLINK_DURATION / 2)), 0, 1))
         time += max(rng.exponential(60.0 / rate_per_minute), 0.5)
     return out
 

@@ -28,8 +28,8 @@ _VOWELS: dict[str, tuple[float, float, float]] = {
 }
 # Consonant classes: (jaw, width, round, press, tuck) targets and per-channel dominance.
 _CONSONANTS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "bilabial": ((0.08, 0.0, 0.0, 1.0, 0.0), (3.0, 0.5, 0.5, 8.0, 1.0)),
-    "labiodental": ((0.12, 0.1, 0.0, 0.0, 1.0), (2.0, 0.5, 0.5, 1.0, 8.0)),
+    "bilabial": ((0.08, 0.0, 0.0, 1.0, 0.0), (3.0, 0.5, 0.5, 20.0, 1.0)),
+    "labiodental": ((0.12, 0.1, 0.0, 0.0, 1.0), (2.0, 0.5, 0.5, 1.0, 20.0)),
     "dental": ((0.2, 0.1, 0.0, 0.0, 0.0), (1.0, 0.5, 0.5, 1.0, 1.0)),
     "alveolar": ((0.14, 0.2, 0.0, 0.0, 0.0), (1.2, 0.4, 0.4, 1.0, 1.0)),
     "postalveolar": ((0.14, -0.4, 0.6, 0.0, 0.0), (1.2, 2.0, 2.0, 1.0, 1.0)),
@@ -52,10 +52,12 @@ _CONSONANT_CLASS = {
     "ɹ": "rhotic", "r": "rhotic",
     "h": "glottal", "ʔ": "glottal",
 }
-_VOWEL_DOMINANCE = (2.0, 1.0, 1.0, 1.0, 1.0)
+# Vowels hold the lips apart firmly (press/tuck dominance), or bilabial closures would bleed into them.
+_VOWEL_DOMINANCE = (2.0, 1.0, 1.0, 4.0, 4.0)
 _PAUSE_TARGET = ((0.0, 0.0, 0.0, 0.15, 0.0), (1.0, 1.0, 1.0, 1.0, 1.0))
-# Seconds over which a phoneme's dominance decays by 1/e away from its own interval.
-_DOMINANCE_REACH = 0.045
+# Seconds outside its own interval over which a phoneme's dominance falls (Gaussian in the distance): short
+# enough that a 35 ms /p/ closes the lips fully yet does not pull on the middle of the neighbouring vowels.
+_DOMINANCE_REACH = 0.035
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,7 @@ def frame_times(num_frames: int, fps: float) -> np.ndarray:
 def articulation_track(phonemes: Sequence[Phoneme], num_frames: int, fps: float) -> np.ndarray:
     """Coarticulated articulation channels sampled at the frame centres. Shape (T, 5) float32.
 
-    Inside its own phoneme interval a keyframe has full dominance; outside, it decays exponentially with
+    Inside its own phoneme interval a keyframe has full dominance; outside, it decays as a Gaussian of
     the distance to that interval, so neighbours blend in at the phoneme boundaries.
     """
     keys = [k for ph in phonemes for k in _keyframes(ph)]
@@ -123,7 +125,7 @@ def articulation_track(phonemes: Sequence[Phoneme], num_frames: int, fps: float)
     gap = np.maximum(np.maximum(start - t, t - end), 0.0)  # distance outside the interval, (T, K)
     # Within an interval holding two keyframes (diphthongs), favour the nearer one.
     closeness = np.exp(-np.abs(t - centre) / (4 * _DOMINANCE_REACH))
-    weight_time = np.exp(-gap / _DOMINANCE_REACH) * closeness  # (T, K)
+    weight_time = np.exp(-((gap / _DOMINANCE_REACH) ** 2)) * closeness  # (T, K)
     dom = np.array([k.dominance for k in keys])  # (K, C)
     tgt = np.array([k.target for k in keys])  # (K, C)
     w = weight_time[:, :, None] * dom[None]  # (T, K, C)
