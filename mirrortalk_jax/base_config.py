@@ -1,0 +1,52 @@
+"""Defaults shared by every experiment config (configs/*.py); each experiment file overrides what it needs.
+
+It lives in the package so config files load from any working directory."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset_dir = ""  # a dataset in the record schema; empty: SynthTalk below, built if missing
+    config.data.data_root = "data"
+    config.data.synthtalk_variant = "default"
+    config.data.train_split = "train"
+    config.data.eval_split = "heldout_sentences"
+    config.data.window_frames = 32
+    config.data.reference_frames = 64
+    config.data.audio_feature = "log_mel"
+    config.data.worker_count = 0  # Grain decoding processes; 0 decodes in the training process
+    config.data.on_bad_record = "skip"  # long runs log and skip a bad record instead of dying
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = ""
+
+    config.train = ml_collections.ConfigDict()
+    config.train.seed = 0
+    config.train.batch_size = 32  # global, over all processes
+    config.train.num_steps = 10_000
+    config.train.learning_rate = 1e-3
+    config.train.warmup_steps = 500
+    config.train.final_lr_fraction = 0.1
+    config.train.weight_decay = 1e-4
+    config.train.grad_clip = 1.0
+    config.train.ema_decay = 0.0  # > 0 keeps an EMA of the parameters, used for evaluation
+    config.train.log_every = 50
+    config.train.eval_every = 1000  # 0 disables evaluation
+    config.train.eval_batches = 4
+    config.train.checkpoint_every = 1000
+    config.train.keep_checkpoints = 3
+    config.train.max_nonfinite_streak = 10
+
+    # Mesh (data, fsdp, tensor): ici_* within a slice, dcn_* across slices; -1 = all devices left.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.ici_data = -1
+    config.mesh.ici_fsdp = 1
+    config.mesh.ici_tensor = 1
+    config.mesh.dcn_data = 1
+    config.mesh.dcn_fsdp = 1
+    config.mesh.dcn_tensor = 1
+    config.mesh.logical_axis_rules = ()  # empty: train.mesh.DEFAULT_RULES
+    return config

@@ -1,0 +1,29 @@
+"""Training entry point, Flax-examples style.
+
+    python -m mirrortalk_jax.main --config=configs/synthtalk_regression.py:tiny --workdir=runs/regression
+
+Any config field can be overridden: --config.train.num_steps=500. The logic lives in
+`mirrortalk_jax.train.trainer.train_and_evaluate`, which tests and notebooks call directly.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mirrortalk_jax.train import trainer
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumed if it has them).")
+config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/x.py:tiny.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.info("config:\n%s", FLAGS.config)
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,108 @@
+"""The train state, its shardings, and the pure train / eval steps.
+
+The model is split once into a static graphdef and arrays; everything jitted works on a `TrainState` pytree.
+Shardings come from the parameters' logical axis names through the rules table, so the state is created
+directly in its sharded layout (`jax.jit(init, out_shardings=...)`): no unsharded copy ever exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array  # () int32, optimizer steps taken (skipped non-finite steps included)
+    params: nnx.State  # trainable parameters (nnx.Param)
+    opt_state: optax.OptState
+    model_state: nnx.State  # everything else the model holds (batch statistics, ...)
+    ema_params: nnx.State | None  # exponential moving average of params, or None when disabled
+    nonfinite_streak: jax.Array  # () int32, consecutive steps skipped for a non-finite loss or gradient
+    nonfinite_total: jax.Array  # () int32
+
+
+def make_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warmup + cosine decay and global-norm gradient clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
+        decay_steps=max(train_config.num_steps, train_config.warmup_steps + 1),
+        end_value=train_config.learning_rate * train_config.final_lr_fraction)
+    tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip),
+                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=train_config.weight_decay))
+    return tx, schedule
+
+
+def make_init(model_factory: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
+              use_ema: bool) -> tuple[nnx.GraphDef, Callable[[jax.Array], TrainState]]:
+    """Returns the model's static graphdef and `init(rng) -> TrainState` (to be jitted with shardings)."""
+    graphdef, _, _ = nnx.split(nnx.eval_shape(lambda: model_factory(nnx.Rngs(0))), nnx.Param, ...)
+
+    def init(rng: jax.Array) -> TrainState:
+        _, params, model_state = nnx.split(model_factory(nnx.Rngs(rng)), nnx.Param, ...)
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(step=zero, params=params, opt_state=tx.init(params), model_state=model_state,
+                          ema_params=params if use_ema else None, nonfinite_streak=zero, nonfinite_total=zero)
+    return graphdef, init
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules) -> Any:
+    """NamedShardings for every leaf: annotated parameters (and their optimizer moments) by the rules table,
+    everything else (step counters, unannotated leaves) replicated."""
+    with nnx.logical_axis_rules(rules):
+        specs = nnx.get_partition_spec(abstract_state)
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    ema_decay: float) -> Callable:
+    """`train_step(state, batch, rng) -> (state, metrics)`, pure: jit it with shardings and donation."""
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+        rng = jax.random.fold_in(rng, state.step)
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, state.model_state)
+            loss, metrics = model.loss(batch, rng, train=True)
+            return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+        (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = state.ema_params
+        if ema is not None:
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+        # A non-finite loss or gradient skips the update (the counters tell the loop when to give up).
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        new_state = state.replace(
+            step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+            model_state=keep(model_state, state.model_state),
+            ema_params=None if ema is None else keep(ema, state.ema_params),
+            nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+            nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
+        metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+                   "skipped": (~finite).astype(jnp.float32)}
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef, use_ema: bool) -> Callable:
+    """`eval_step(state, batch, rng) -> metrics` with the EMA parameters when there are any."""
+
+    def eval_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+        params = state.ema_params if (use_ema and state.ema_params is not None) else state.params
+        model = nnx.merge(graphdef, params, state.model_state)
+        loss, metrics = model.loss(batch, rng, train=False)
+        return {**metrics, "loss": loss}
+
+    return eval_step

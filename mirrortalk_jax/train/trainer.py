@@ -1,0 +1,152 @@
+"""The trainer shared by every model: `train_and_evaluate(config, workdir)`.
+
+A linear script in banner sections (data, mesh, model and state, restore, steps, loop). The model enters only
+through `models.registry.create_model` and its `loss(batch, rng, train)`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from mirrortalk_jax.data import pipeline
+from mirrortalk_jax.data.sources import ClipSource
+from mirrortalk_jax.models.registry import create_model
+from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, state as state_lib
+from mirrortalk_jax.train.metrics import MetricWriter
+
+
+def resolve_dataset(data_config) -> Path:
+    """`data.dataset_dir` if set; else the SynthTalk variant under `data.data_root`, built if missing."""
+    if data_config.dataset_dir:
+        return Path(data_config.dataset_dir).expanduser()
+    from mirrortalk_jax.data.synthtalk import builder  # building is rare; keep the import off the hot path
+    return builder.build(data_config.data_root, data_config.synthtalk_variant)
+
+
+def window_config(data_config) -> pipeline.WindowConfig:
+    return pipeline.WindowConfig(window_frames=data_config.window_frames,
+                                 reference_frames=data_config.reference_frames,
+                                 audio_feature=data_config.audio_feature)
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks, so it can save a checkpoint and exit cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _evaluate(eval_step, state, source: ClipSource, config, mesh, rng) -> dict[str, float]:
+    """Mean metrics over a fixed set of held-out windows (the same windows at every evaluation)."""
+    ds = pipeline.training_dataset(source, window_config(config.data), batch_size=config.train.batch_size,
+                                   seed=config.train.seed)
+    totals: dict[str, float] = {}
+    for batch in itertools.islice(iter(ds), config.train.eval_batches):
+        metrics = jax.device_get(eval_step(state, pipeline.to_global_batch(batch, mesh), rng))
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
+    return totals
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> state_lib.TrainState:
+    """Trains `config.model` on `config.data` into `workdir`, resuming from its latest checkpoint."""
+    workdir = Path(workdir).expanduser()
+    workdir.mkdir(parents=True, exist_ok=True)
+    tc = config.train
+
+    # ----- Data -----
+    dataset_dir = resolve_dataset(config.data)
+    train_source = ClipSource(dataset_dir, config.data.train_split, on_bad_record=config.data.on_bad_record)
+    train_iter = iter(pipeline.training_dataset(train_source, window_config(config.data), batch_size=tc.batch_size,
+                                                seed=tc.seed, worker_count=config.data.worker_count))
+    eval_source = ClipSource(dataset_dir, config.data.eval_split) if tc.eval_every else None
+
+    # ----- Mesh -----
+    mesh = mesh_lib.create_mesh(config.mesh)
+    rules = mesh_lib.logical_rules(config.mesh.logical_axis_rules)
+    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if tc.batch_size % batch_shards:
+        raise ValueError(f"train.batch_size={tc.batch_size} must divide by the data*fsdp mesh size {batch_shards}")
+
+    # ----- Model and state -----
+    tx, schedule = state_lib.make_optimizer(tc)
+    use_ema = tc.ema_decay > 0
+    graphdef, init = state_lib.make_init(lambda rngs: create_model(config.model, train_source.spec, rngs), tx,
+                                         use_ema)
+    init_rng, step_rng = jax.random.split(jax.random.key(tc.seed))
+    abstract = jax.eval_shape(init, init_rng)
+    shardings = state_lib.state_shardings(abstract, mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    # ----- Restore or initialise -----
+    ckpt = checkpointing.Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
+    config_json = config.to_json_best_effort()
+    latest = ckpt.latest_step()
+    if latest is not None:
+        logging.info("resuming from %s/%d", ckpt.directory, latest)
+        state = ckpt.restore(latest, checkpointing.abstract_with_shardings(abstract, shardings), train_iter)
+    else:
+        state = jax.jit(init, out_shardings=shardings)(init_rng)
+
+    # ----- Steps -----
+    batch_sharding = pipeline.batch_sharding(mesh)
+    train_step = jax.jit(state_lib.make_train_step(graphdef, tx, schedule, tc.ema_decay),
+                         in_shardings=(shardings, batch_sharding, replicated),
+                         out_shardings=(shardings, replicated), donate_argnums=0)
+    eval_step = jax.jit(state_lib.make_eval_step(graphdef, use_ema),
+                        in_shardings=(shardings, batch_sharding, replicated), out_shardings=replicated)
+
+    # ----- Loop -----
+    writer = MetricWriter(workdir)
+    preemption = _Preemption()
+    start = int(jax.device_get(state.step))
+    try:
+        with tqdm(total=tc.num_steps, initial=start, desc="train", unit="step",
+                  disable=jax.process_index() != 0) as bar:
+            for step in range(start + 1, tc.num_steps + 1):
+                batch = pipeline.to_global_batch(next(train_iter), mesh)
+                state, metrics = train_step(state, batch, step_rng)
+                bar.update(1)
+                if step % tc.log_every == 0 or step == tc.num_steps:
+                    metrics = jax.device_get(metrics)
+                    writer.write(step, metrics, prefix="train/")
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+                    streak = int(jax.device_get(state.nonfinite_streak))
+                    if streak >= tc.max_nonfinite_streak:
+                        raise FloatingPointError(f"{streak} consecutive steps had a non-finite loss or gradient "
+                                                 f"(last at step {step}); parameters are from before them")
+                if eval_source is not None and step % tc.eval_every == 0:
+                    writer.write(step, _evaluate(eval_step, state, eval_source, config, mesh, step_rng),
+                                 prefix="eval/")
+                ckpt.save(step, state, train_iter, config_json)
+                if preemption.requested:
+                    break
+        ckpt.save(int(jax.device_get(state.step)), state, train_iter, config_json, force=True)
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+        preemption.restore()
+    return state
+
+
+def count_params(state: state_lib.TrainState) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
