@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.num_steps = 10_000
     config.train.learning_rate = 1e-3
     config.train.warmup_steps = 500
+    config.train.decay_steps = 0  # length of the cosine decay; 0: num_steps (set it to extend a run later)
     config.train.final_lr_fraction = 0.1
     config.train.weight_decay = 1e-4
     config.train.grad_clip = 1.0

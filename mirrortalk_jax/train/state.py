@@ -32,7 +32,7 @@ def make_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Sc
     """AdamW with linear warmup + cosine decay and global-norm gradient clipping."""
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
-        decay_steps=max(train_config.num_steps, train_config.warmup_steps + 1),
+        decay_steps=max(train_config.get("decay_steps") or train_config.num_steps, train_config.warmup_steps + 1),
         end_value=train_config.learning_rate * train_config.final_lr_fraction)
     tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip),
                      optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=train_config.weight_decay))

@@ -32,9 +32,9 @@ class SynthTalkConfig:
 
     name: str = "default"
     seed: int = 0
-    train_speakers: int = 16
-    heldout_speakers: int = 4
-    sentences_per_speaker: int = 8  # drawn per speaker from the training sentences
+    train_speakers: int = 24
+    heldout_speakers: int = 6
+    sentences_per_speaker: int = 16  # drawn per speaker from the training sentences
     heldout_sentences: int = 4  # the last sentences of the list, never seen in training
     image_size: int = 128
     with_frames: bool = True
