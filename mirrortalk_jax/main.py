@@ -9,7 +9,7 @@ Any config field can be overridden: --config.train.num_steps=500. The logic live
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mirrortalk_jax.train import trainer
+from mirrortalk_jax.train import distributed, trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumed if it has them).")
@@ -21,6 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize_from_env()  # multi-process jobs (launch/*.sh); a no-op for one process
     logging.info("config:\n%s", FLAGS.config)
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -94,6 +94,16 @@ def test_process_shards_are_disjoint_and_cover_each_epoch(source):
     assert sorted(single) == list(range(n))
 
 
+def test_global_batches_do_not_depend_on_the_process_count(source):
+    """Global batch j holds the same windows (clip and start frame) with 1 process as with 2."""
+    def windows(batch):
+        return {(int(c), int(s)) for c, s in zip(batch["clip_index"], batch["start_frame"])}
+    single = _batches(source, 5, batch_size=4, process_index=0, process_count=1)
+    halves = [_batches(source, 5, batch_size=4, process_index=p, process_count=2) for p in range(2)]
+    for j in range(5):
+        assert windows(halves[0][j]) | windows(halves[1][j]) == windows(single[j])
+
+
 def test_same_seed_same_stream_other_seed_differs(source):
     a, b = _batches(source, 2), _batches(source, 2)
     np.testing.assert_array_equal(a[1]["motion"], b[1]["motion"])

@@ -1,11 +1,13 @@
 """Grain input pipeline: clip records -> fixed-length training windows -> per-process batches -> global arrays.
 
-    source -> shuffle(seed) -> [process_index::process_count] -> repeat -> random window + style reference
+    source -> shuffle(seed) -> repeat -> random window + style reference -> [process_index::process_count]
            -> to_iter_dataset -> batch(per-process batch) -> (optional) multiprocess prefetch
 
-Every process shuffles with the same seed and takes its own stride of the shuffled order, so per epoch the
-process shards are disjoint and together cover the split. The iterator's state (`get_state`/`set_state`,
-or Orbax through `grain.checkpoint`) resumes the stream exactly.
+Every process builds the same global stream (same shuffle, same random windows: the window of element k
+depends only on k and the seed) and takes its own stride of it. So the process shards are disjoint, together
+they are exactly the single-process stream, and the global batch j holds the same windows whatever the number
+of processes. The iterator's state (`get_state`/`set_state`, or Orbax through `grain.checkpoint`) resumes the
+stream exactly.
 """
 
 from __future__ import annotations
@@ -151,8 +153,9 @@ def training_dataset(source: ClipSource, cfg: WindowConfig, *, batch_size: int, 
     if len(source) < process_count:
         raise ValueError(f"{source} has fewer records than the {process_count} processes reading it")
     ds = grain.MapDataset.source(source).map_with_index(_with_index)
-    ds = ds.shuffle(seed=seed)[process_index::process_count].repeat(num_epochs)
+    ds = ds.shuffle(seed=seed).repeat(num_epochs)
     ds = ds.random_map(WindowSampler(source, cfg), seed=seed + 1)
+    ds = ds[process_index::process_count]
     ds = ds.filter(lambda x: x is not None)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     it = it.batch(batch_size // process_count, drop_remainder=True)

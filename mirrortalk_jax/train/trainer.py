@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
@@ -30,7 +31,13 @@ def resolve_dataset(data_config) -> Path:
     if data_config.dataset_dir:
         return Path(data_config.dataset_dir).expanduser()
     from mirrortalk_jax.data.synthtalk import builder  # building is rare; keep the import off the hot path
-    return builder.build(data_config.data_root, data_config.synthtalk_variant)
+    # One process builds (the build is deterministic, but N writers would race on the publish); the others
+    # wait for it at a barrier and then read the published directory.
+    if jax.process_index() == 0:
+        builder.build(data_config.data_root, data_config.synthtalk_variant)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("synthtalk_built")
+    return builder.dataset_dir(data_config.data_root, data_config.synthtalk_variant)
 
 
 def window_config(data_config) -> pipeline.WindowConfig:
