@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -20,6 +21,13 @@ class TrainableModel(Protocol):
 
 Factory = Callable[[Any, MotionSpec, nnx.Rngs], nnx.Module]
 _FACTORIES: dict[str, Factory] = {}
+# Model name -> module that registers it; only the module of the requested model is imported.
+_MODULES = {
+    "audio_regression": "mirrortalk_jax.models.regression",
+    "motion_expert": "mirrortalk_jax.models.motion_expert",
+    "style_encoder": "mirrortalk_jax.models.style_encoder",
+    "mirrortalk": "mirrortalk_jax.models.mirrortalk",
+}
 
 
 def register(name: str) -> Callable[[Factory], Factory]:
@@ -33,8 +41,7 @@ def register(name: str) -> Callable[[Factory], Factory]:
 
 def create_model(model_config, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
     """Instantiates `model_config.name` with its config and the dataset's motion space."""
-    from mirrortalk_jax.models import regression  # noqa: F401  (registers its factory)
-
-    if model_config.name not in _FACTORIES:
-        raise ValueError(f"unknown model {model_config.name!r}; known: {sorted(_FACTORIES)}")
+    if model_config.name not in _MODULES:
+        raise ValueError(f"unknown model {model_config.name!r}; known: {sorted(_MODULES)}")
+    importlib.import_module(_MODULES[model_config.name])  # registers its factory
     return _FACTORIES[model_config.name](model_config, spec, rngs)
