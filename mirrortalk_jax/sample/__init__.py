@@ -1,0 +1,1 @@
+"""Samplers: turn a trained denoiser or velocity field into motion."""
