@@ -32,6 +32,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.decay_steps = 0  # length of the cosine decay; 0: num_steps (set it to extend a run later)
     config.train.final_lr_fraction = 0.1
     config.train.weight_decay = 1e-4
+    config.train.param_groups = ()  # ((regex over param paths, lr multiplier), ...); multiplier 0 freezes
+    config.train.init_from = ()  # ((param subtree, trained run's workdir), ...) loaded into a fresh run
     config.train.grad_clip = 1.0
     config.train.ema_decay = 0.0  # > 0 keeps an EMA of the parameters, used for evaluation
     config.train.log_every = 50

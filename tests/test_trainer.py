@@ -115,3 +115,26 @@ def test_every_config_loads_and_documents_its_command():
         for variant in ("tiny", None):
             config = _load_config(os.path.relpath(path, ROOT), variant)
             assert config.model.name and config.train.num_steps > 0
+
+
+def test_load_model_and_init_from_a_trained_run(micro_dataset, tmp_path):
+    from mirrortalk_jax.train import pretrained
+
+    trained = trainer.train_and_evaluate(_config(micro_dataset, num_steps=10), tmp_path / "first")
+    run = pretrained.load_model(tmp_path / "first")
+    assert run.step == 10 and run.spec.name == "synthtalk_v1" and run.config.model.name == "audio_regression"
+    for a, b in zip(_params(trained), jax.tree.leaves(nnx.state(run.model, nnx.Param))):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    # A fresh run whose init_from points at the trained run starts from its weights; a frozen group stays put.
+    config = _config(micro_dataset, num_steps=3, init_from=(("", str(tmp_path / "first")),),
+                     param_groups=(("audio_in/.*", 0.0),))
+    second = trainer.train_and_evaluate(config, tmp_path / "second")
+    np.testing.assert_array_equal(np.asarray(second.params["audio_in"]["kernel"]),
+                                  np.asarray(trained.params["audio_in"]["kernel"]))
+    assert not np.array_equal(np.asarray(second.params["motion_out"]["kernel"]),
+                              np.asarray(trained.params["motion_out"]["kernel"]))
+    bad = _config(micro_dataset, num_steps=1, init_from=(("blocks", str(tmp_path / "first")),))
+    with pytest.raises(ValueError, match="does not fit parameter subtree 'blocks'"):
+        trainer.train_and_evaluate(bad, tmp_path / "third")
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        pretrained.load_model(tmp_path / "nowhere")

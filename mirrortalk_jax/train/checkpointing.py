@@ -1,12 +1,12 @@
 """Orbax checkpoints of a training run: train state + Grain iterator state + the config, resumable anywhere.
 
-Layout: WORKDIR/checkpoints/<step>/{state, data_iter, config}. The state is restored against an abstract
+Layout: WORKDIR/checkpoints/<step>/{state, data_iter, config}; `config` is JSON: {"config": the run's config,
+"motion_spec": its motion space}, enough to rebuild the model without the dataset (see train/pretrained.py). The state is restored against an abstract
 tree whose leaves carry the *target* shardings, so a checkpoint written on one mesh restores onto another.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -32,12 +32,12 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None, config_json: str, *,
+    def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None, meta: dict, *,
              force: bool = False) -> bool:
         """Saves if `step` is on the interval (or `force`) and not saved yet; returns whether a save started."""
         if (step % self.every and not force) or step == self.manager.latest_step():
             return False
-        items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(json.loads(config_json))}
+        items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(meta)}
         if data_iter is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -54,7 +54,7 @@ class Checkpointer:
                              f"(different architecture or sizes?): {e}") from e
         return restored["state"]
 
-    def saved_config(self, step: int) -> dict:
+    def saved_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
     def wait(self) -> None:

@@ -17,6 +17,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mirrortalk_jax.train import param_groups
+
 
 class TrainState(flax.struct.PyTreeNode):
     step: jax.Array  # () int32, optimizer steps taken (skipped non-finite steps included)
@@ -29,13 +31,19 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with linear warmup + cosine decay and global-norm gradient clipping."""
+    """AdamW with linear warmup + cosine decay, global-norm gradient clipping, and per-group learning rates
+    (`train.param_groups`: (regex, multiplier) pairs; multiplier 0 freezes the group)."""
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
         decay_steps=max(train_config.get("decay_steps") or train_config.num_steps, train_config.warmup_steps + 1),
         end_value=train_config.learning_rate * train_config.final_lr_fraction)
+
+    def adamw(multiplier: float) -> optax.GradientTransformation:
+        return optax.adamw(lambda step: multiplier * schedule(step), b1=0.9, b2=0.99,
+                           weight_decay=train_config.weight_decay)
+
     tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip),
-                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=train_config.weight_decay))
+                     param_groups.with_param_groups(adamw, train_config.get("param_groups") or ()))
     return tx, schedule
 
 

@@ -7,6 +7,7 @@ through `models.registry.create_model` and its `loss(batch, rng, train)`.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.models.registry import create_model
-from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, state as state_lib
+from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, param_groups, pretrained, state as state_lib
 from mirrortalk_jax.train.metrics import MetricWriter
 
 
@@ -100,18 +101,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                          use_ema)
     init_rng, step_rng = jax.random.split(jax.random.key(tc.seed))
     abstract = jax.eval_shape(init, init_rng)
+    unmatched = [p for p, n in param_groups.matched_groups(abstract.params, tc.param_groups).items() if n == 0]
+    if unmatched:
+        raise ValueError(f"train.param_groups patterns {unmatched} match no parameter of model {config.model.name!r}")
     shardings = state_lib.state_shardings(abstract, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     # ----- Restore or initialise -----
     ckpt = checkpointing.Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
-    config_json = config.to_json_best_effort()
+    meta = {"config": json.loads(config.to_json_best_effort()), "motion_spec": train_source.spec.to_json()}
     latest = ckpt.latest_step()
     if latest is not None:
         logging.info("resuming from %s/%d", ckpt.directory, latest)
         state = ckpt.restore(latest, checkpointing.abstract_with_shardings(abstract, shardings), train_iter)
     else:
         state = jax.jit(init, out_shardings=shardings)(init_rng)
+        for subtree, run_dir in tc.init_from:
+            state = pretrained.init_subtree_from(state, subtree, run_dir, shardings)
 
     # ----- Steps -----
     batch_sharding = pipeline.batch_sharding(mesh)
@@ -143,10 +149,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 if eval_source is not None and step % tc.eval_every == 0:
                     writer.write(step, _evaluate(eval_step, state, eval_source, config, mesh, step_rng),
                                  prefix="eval/")
-                ckpt.save(step, state, train_iter, config_json)
+                ckpt.save(step, state, train_iter, meta)
                 if preemption.requested:
                     break
-        ckpt.save(int(jax.device_get(state.step)), state, train_iter, config_json, force=True)
+        ckpt.save(int(jax.device_get(state.step)), state, train_iter, meta, force=True)
     finally:
         ckpt.wait()
         ckpt.close()

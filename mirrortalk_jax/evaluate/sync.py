@@ -1,0 +1,131 @@
+"""The SyncNet audio-visual offset / confidence procedure, on embeddings (model-agnostic).
+
+This is the procedure of syncnet_python (`SyncNetInstance.evaluate` / `calc_pdist`), which defines the
+literature's LSE-D (`min_dist`) and LSE-C (`confidence`) metrics. It takes per-window embeddings of the two
+streams, so the same code serves a SyncNet port (video windows of mouth crops), the motion expert (windows of
+lower-face motion) and any other audio-visual embedding pair:
+
+    1. pad the audio embeddings with `vshift` zero rows at both ends: (T + 2*vshift, E);
+    2. for every frame i, the L2 distances between video_emb[i] and padded audio rows i .. i + 2*vshift
+       (2*vshift + 1 candidate offsets; like torch's `pairwise_distance`, eps=1e-6 is added to the difference);
+    3. mean over frames per offset: mean_dists (2*vshift + 1,);
+    4. confidence = median(mean_dists) - min(mean_dists); offset = vshift - argmin(mean_dists).
+
+The zero padding is part of the procedure: near the ends, offsets that fall outside the audio compare the video
+embedding with a zero vector (distance = its norm). We keep it so the numbers match syncnet_python.
+
+Sign convention. Padded row i + k holds audio row i + k - vshift, so the best offset index k* says that video
+window i matches audio window i + (k* - vshift) = i - offset:
+
+    video_emb[i] ~ audio_emb[i - offset]
+
+* The audio is delayed by d frames relative to the video (the sound of video frame t is at audio frame t + d;
+  audio_emb[t] = video_emb[t - d]) -> offset = -d.
+* The audio is ahead by d frames (audio_emb[t] = video_emb[t + d]) -> offset = +d.
+
+So a positive offset means the audio comes early: delaying the audio by `offset` frames (or advancing the video)
+re-synchronises the streams. Synchronised streams give offset 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# torch.nn.functional.pairwise_distance adds eps to the difference before taking the norm; syncnet_python uses it.
+_PAIRWISE_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncResult:
+    """Outcome of the offset search.
+
+    Attributes:
+      offset: best audio-visual offset in frames (see the module docstring for the sign).
+      confidence: median(mean_dists) - min(mean_dists), the LSE-C of this clip (higher: more clearly in sync).
+      min_dist: min(mean_dists), the LSE-D of this clip (lower: closer).
+      mean_dists: (2*vshift + 1,) float64, mean distance per candidate offset; index k is offset vshift - k.
+    """
+
+    offset: int
+    confidence: float
+    min_dist: float
+    mean_dists: np.ndarray
+
+
+def windowed_embeddings(x: Any, window: int = 5) -> Any:
+    """Stacks every `window` consecutive rows: (T, ...) -> (T - window + 1, window, ...).
+
+    Row i of the result holds x[i : i + window], so window i starts at frame i. Works on numpy and jax arrays
+    (plain integer gather), so it can be used inside jitted code. SyncNet windows are 5 frames.
+
+    Note: syncnet_python itself cuts T - 5 windows from T frames (it drops the last full window); this helper
+    keeps every full window.
+    """
+    if window <= 0:
+        raise ValueError(f"window must be positive, got {window}")
+    if x.ndim < 1 or x.shape[0] < window:
+        raise ValueError(f"need at least window={window} rows along axis 0, got shape {tuple(x.shape)}")
+    idx = np.arange(x.shape[0] - window + 1)[:, None] + np.arange(window)[None, :]
+    return x[idx]
+
+
+def offset_distances(video_emb: Any, audio_emb: Any, vshift: int = 15) -> np.ndarray:
+    """Distance of every video embedding to the audio embeddings at each candidate offset.
+
+    Args:
+      video_emb: (T, E) embeddings of the video (or motion) windows.
+      audio_emb: (T, E) embeddings of the aligned audio windows.
+      vshift: largest offset searched, in frames.
+    Returns:
+      (T, 2*vshift + 1) float64: [i, k] = ||video_emb[i] - padded_audio[i + k] + eps||, where padded_audio has
+      `vshift` zero rows before and after audio_emb. Column k is offset vshift - k.
+    """
+    video = np.asarray(video_emb, np.float64)
+    audio = np.asarray(audio_emb, np.float64)
+    if video.ndim != 2 or audio.ndim != 2:
+        raise ValueError(f"expected (T, E) embeddings, got video {video.shape} and audio {audio.shape}")
+    if video.shape != audio.shape:
+        raise ValueError(f"video and audio embeddings must have the same (T, E), got {video.shape} and {audio.shape}")
+    if video.shape[0] == 0:
+        raise ValueError("need at least one frame of embeddings, got T=0")
+    if vshift < 0:
+        raise ValueError(f"vshift must be >= 0, got {vshift}")
+    padded = np.pad(audio, ((vshift, vshift), (0, 0)))
+    candidates = windowed_embeddings(padded, 2 * vshift + 1)  # (T, 2*vshift + 1, E): rows i .. i + 2*vshift
+    return np.linalg.norm(video[:, None, :] - candidates + _PAIRWISE_EPS, axis=-1)
+
+
+def sync_offset_confidence(video_emb: Any, audio_emb: Any, vshift: int = 15) -> SyncResult:
+    """syncnet_python's offset / confidence / min-distance of one clip from (T, E) window embeddings.
+
+    `video_emb[i]` and `audio_emb[i]` must embed the same frame span (e.g. frames i .. i+4). The embeddings are
+    compared as given (SyncNet's are not normalised; ours usually are). See the module docstring for the sign
+    of `offset`: video_emb[i] best matches audio_emb[i - offset].
+    """
+    mean_dists = offset_distances(video_emb, audio_emb, vshift).mean(axis=0)
+    best = int(np.argmin(mean_dists))  # first minimum on ties, like torch.min
+    min_dist = float(mean_dists[best])
+    return SyncResult(offset=vshift - best, confidence=float(np.median(mean_dists)) - min_dist, min_dist=min_dist,
+                      mean_dists=mean_dists)
+
+
+def batch_offsets(video_embs: Sequence[Any], audio_embs: Sequence[Any], vshift: int = 15) -> list[SyncResult]:
+    """`sync_offset_confidence` for several clips of possibly different lengths (lists of (T_i, E) arrays)."""
+    if len(video_embs) != len(audio_embs):
+        raise ValueError(f"got {len(video_embs)} video and {len(audio_embs)} audio embedding sequences")
+    return [sync_offset_confidence(v, a, vshift) for v, a in zip(video_embs, audio_embs)]
+
+
+def summarize(results: Sequence[SyncResult]) -> dict[str, float]:
+    """Dataset-level numbers as papers report them: mean LSE-D, mean LSE-C, mean |offset|, fraction at 0."""
+    if not results:
+        raise ValueError("summarize needs at least one SyncResult")
+    offsets = np.array([r.offset for r in results])
+    return {"lse_d": float(np.mean([r.min_dist for r in results])),
+            "lse_c": float(np.mean([r.confidence for r in results])),
+            "mean_abs_offset": float(np.mean(np.abs(offsets))),
+            "offset_zero_fraction": float(np.mean(offsets == 0))}

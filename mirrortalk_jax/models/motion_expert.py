@@ -1,0 +1,256 @@
+"""The motion expert: a contrastive audio-motion sync network over short windows (a lip-sync expert on motion).
+
+Like SyncNet / Wav2Lip's expert, but on motion instead of pixels: a motion branch embeds K frames of the
+lower-face channels, an audio branch the K aligned rows of per-frame audio features, both as unit vectors, and
+the sync logit is `scale * cosine + bias` (learned scale and bias). Trained with binary cross-entropy on
+aligned (positive) and misaligned (negative) windows; frozen afterwards, it serves as
+  - a lip-sync loss for generators (`sync_loss`, differentiable w.r.t. motion),
+  - the "content" features of an HSIC independence loss (`content_embedding`),
+  - a SyncNet-style offset / confidence metric on motion (`sync_offset_confidence`).
+
+Window convention: window i of a sequence covers frames i .. i+K-1 of both streams (`sync.windowed_embeddings`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mirrortalk_jax.data.motion_spec import MotionSpec
+from mirrortalk_jax.evaluate import sync
+from mirrortalk_jax.models.registry import register
+
+_dense = nnx.initializers.lecun_normal()
+_zeros = nnx.initializers.zeros
+# Log-mel features sit around -11.5 (silence floor) .. 3; a fixed scale keeps the first layer's inputs near unit.
+_AUDIO_SCALE = 0.2
+
+
+def _linear(din: int, dout: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(din, dout, kernel_init=nnx.with_partitioning(_dense, axes),
+                      bias_init=nnx.with_partitioning(_zeros, (axes[1],)), rngs=rngs)
+
+
+def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(dim, scale_init=nnx.with_partitioning(nnx.initializers.ones, ("embed",)),
+                         bias_init=nnx.with_partitioning(_zeros, ("embed",)), rngs=rngs)
+
+
+class WindowEncoder(nnx.Module):
+    """(..., K, C) window -> (..., E) unit vector.
+
+    Per-frame projection, LayerNorm and GELU, then a K-wide VALID temporal convolution (one output: it sees the
+    whole window and its frame order), a GELU MLP and a projection to E, L2-normalised.
+    """
+
+    def __init__(self, in_dim: int, in_axis: str, window: int, hidden: int, embed_dim: int, rngs: nnx.Rngs):
+        self.window = window
+        self.in_dim = in_dim
+        self.frame = _linear(in_dim, hidden, (in_axis, "embed"), rngs)
+        self.norm = _layer_norm(hidden, rngs)
+        self.temporal = nnx.Conv(hidden, hidden, kernel_size=(window,), padding="VALID",
+                                 kernel_init=nnx.with_partitioning(_dense, ("conv", "embed", "mlp")),
+                                 bias_init=nnx.with_partitioning(_zeros, ("mlp",)), rngs=rngs)
+        self.mlp = _linear(hidden, hidden, ("mlp", "embed"), rngs)
+        self.out = _linear(hidden, embed_dim, ("embed", "kv"), rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.shape[-2:] != (self.window, self.in_dim):
+            raise ValueError(f"expected windows (..., {self.window}, {self.in_dim}), got shape {x.shape}")
+        lead = x.shape[:-2]
+        h = jax.nn.gelu(self.norm(self.frame(x.reshape((-1,) + x.shape[-2:]))))  # (N, K, H)
+        h = jax.nn.gelu(self.temporal(h)[:, 0])  # (N, H)
+        h = self.out(jax.nn.gelu(self.mlp(h)))  # (N, E)
+        # eps inside the root keeps the gradient finite at a zero vector.
+        h = h * jax.lax.rsqrt(jnp.sum(jnp.square(h), -1, keepdims=True) + 1e-12)
+        return h.reshape(lead + h.shape[-1:])
+
+
+def _sequence_windows(x: jax.Array, window: int) -> jax.Array:
+    """(B, L, ...) -> (B, L - window + 1, window, ...): window i holds frames i .. i+window-1."""
+    if x.ndim < 2 or x.shape[1] < window:
+        raise ValueError(f"expected (B, L, ...) with L >= window={window}, got shape {x.shape}")
+    idx = np.arange(x.shape[1] - window + 1)[:, None] + np.arange(window)[None, :]
+    return x[:, idx]
+
+
+class MotionExpert(nnx.Module):
+    """Audio-motion sync network. K = `window` frames; E = `embed_dim`; F = `audio_dim`; D = spec.dim."""
+
+    def __init__(self, spec: MotionSpec, *, window: int = 5, hidden: int = 128, embed_dim: int = 64,
+                 audio_dim: int = 320, positive_prob: float = 0.4, near_shift_prob: float = 0.2,
+                 far_shift_prob: float = 0.2, near_shift: tuple[int, int] = (2, 5), far_shift: tuple[int, int] = (5, 10),
+                 pairs_per_clip: int = 4, init_logit_scale: float = 5.0, rngs: nnx.Rngs):
+        probs = (positive_prob, near_shift_prob, far_shift_prob)
+        if min(probs) < 0 or sum(probs) > 1 + 1e-6:
+            raise ValueError(f"positive/near/far shift probabilities must be >= 0 and sum to <= 1 (the rest are "
+                             f"other-clip negatives), got {probs}")
+        for name, (lo, hi) in (("near_shift", near_shift), ("far_shift", far_shift)):
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} must be (min, max) frames with 1 <= min <= max, got {(lo, hi)}")
+        # Plain ints and strings only: module attributes end up in the (hashable) graphdef.
+        self.motion_dim = spec.dim
+        self.spec_name = spec.name
+        self.lower = tuple(int(i) for i in spec.group_indices("lower"))  # the mouth channels
+        self.window = window
+        self.audio_dim = audio_dim
+        # Category probabilities: aligned, near shift, far shift, other clip.
+        self.category_probs = (*probs, max(0.0, 1.0 - sum(probs)))
+        self.near_shift = tuple(int(s) for s in near_shift)
+        self.far_shift = tuple(int(s) for s in far_shift)
+        self.pairs_per_clip = pairs_per_clip
+        self.motion_encoder = WindowEncoder(len(self.lower), "motion", window, hidden, embed_dim, rngs)
+        self.audio_encoder = WindowEncoder(audio_dim, "audio", window, hidden, embed_dim, rngs)
+        self.log_scale = nnx.Param(nnx.with_partitioning(nnx.initializers.constant(math.log(init_logit_scale)), ())(
+            rngs.params(), ()))
+        self.bias = nnx.Param(nnx.with_partitioning(_zeros, ())(rngs.params(), ()))
+
+    # ----- Embeddings and logits -----
+
+    def embed_motion(self, motion_windows: jax.Array) -> jax.Array:
+        """(..., K, D) full motion windows -> (..., E) unit embeddings of their lower-face channels."""
+        if motion_windows.shape[-1] != self.motion_dim:
+            raise ValueError(f"expected motion with D={self.motion_dim} channels of {self.spec_name!r}, "
+                             f"got shape {motion_windows.shape}")
+        return self.motion_encoder(motion_windows[..., np.asarray(self.lower)])
+
+    def embed_audio(self, audio_windows: jax.Array) -> jax.Array:
+        """(..., K, F) audio-feature windows -> (..., E) unit embeddings."""
+        return self.audio_encoder(audio_windows * _AUDIO_SCALE)
+
+    def logit_scale(self) -> jax.Array:
+        # Capped so that a runaway scale cannot saturate the BCE (as CLIP caps its temperature).
+        return jnp.minimum(jnp.exp(self.log_scale[...]), 100.0)
+
+    def sync_logit(self, motion_windows: jax.Array, audio_windows: jax.Array) -> jax.Array:
+        """(..., K, D), (..., K, F) -> (...,) logit of "in sync" = scale * cosine + bias."""
+        cosine = jnp.sum(self.embed_motion(motion_windows) * self.embed_audio(audio_windows), axis=-1)
+        return self.logit_scale() * cosine + self.bias[...]
+
+    # ----- Sequence-level uses of a (frozen) expert -----
+
+    def content_embedding(self, audio_features: jax.Array, mask: jax.Array) -> jax.Array:
+        """(B, L, F), (B, L) bool -> (B, E): mean audio-window embedding over the fully valid windows.
+
+        Not re-normalised (its norm says how consistent the content is). A sequence without a full valid window
+        gets zeros.
+        """
+        emb = self.embed_audio(_sequence_windows(audio_features, self.window))  # (B, N, E)
+        valid = _sequence_windows(mask, self.window).all(-1).astype(emb.dtype)[..., None]  # (B, N, 1)
+        return (emb * valid).sum(1) / jnp.maximum(valid.sum(1), 1.0)
+
+    def sync_loss(self, motion: jax.Array, audio_features: jax.Array, mask: jax.Array) -> jax.Array:
+        """(B, L, D), (B, L, F), (B, L) bool -> scalar: mean BCE towards "in sync" over valid aligned windows.
+
+        Differentiable w.r.t. `motion`: a generator uses it as an auxiliary loss (stop the expert's own
+        gradients on the caller's side to keep it frozen).
+        """
+        logits = self.sync_logit(_sequence_windows(motion, self.window),
+                                 _sequence_windows(audio_features, self.window))  # (B, N)
+        valid = _sequence_windows(mask, self.window).all(-1).astype(logits.dtype)
+        return (jax.nn.softplus(-logits) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+
+    # ----- Training -----
+
+    def _sample_pairs(self, batch: dict[str, jax.Array], rng: jax.Array):
+        """Random (motion window, audio window) pairs, P = pairs_per_clip per batch element.
+
+        Returns motion windows (B, P, K, D), audio windows (B, P, K, F), labels (B, P) float (1 = aligned),
+        category (B, P) int32 (0 aligned, 1 near shift, 2 far shift, 3 other clip) and weight (B, P) float
+        (0 where no valid pair exists).
+        """
+        motion, audio, mask = batch["motion"], batch["audio_features"], batch["motion_mask"]
+        bsz, length = motion.shape[:2]
+        k, p = self.window, self.pairs_per_clip
+        # The pipeline pads at the end, so the valid frames are 0 .. n-1.
+        n = mask.astype(jnp.int32).sum(1)[:, None]  # (B, 1)
+        room = n - k  # last valid window start; < 0: the clip is shorter than a window
+        r_cat, r_mag, r_sign, r_lo, r_part, r_pstart = jax.random.split(rng, 6)
+        category = jax.random.choice(r_cat, 4, (bsz, p), p=jnp.asarray(self.category_probs))
+        lo = jnp.where(category == 1, self.near_shift[0], self.far_shift[0])
+        hi = jnp.where(category == 1, self.near_shift[1], self.far_shift[1])
+        shift = jnp.floor(lo + jax.random.uniform(r_mag, (bsz, p)) * (hi - lo + 1)).astype(jnp.int32)
+        shift = jnp.where((category == 1) | (category == 2), shift, 0)
+        shift = jnp.minimum(shift, jnp.maximum(room, 0))  # clipped to stay inside the valid frames
+        # A clip too short for the smallest shift falls back to another clip's audio.
+        category = jnp.where(((category == 1) | (category == 2)) & (shift < self.near_shift[0]), 3, category)
+        shift = jnp.where(category == 3, 0, shift)
+        # The pair (motion start, audio start) spans [first, first + shift + K); pick `first` uniformly.
+        first = jnp.floor(jax.random.uniform(r_lo, (bsz, p)) * (jnp.maximum(room - shift, 0) + 1)).astype(jnp.int32)
+        audio_later = jax.random.bernoulli(r_sign, 0.5, (bsz, p))
+        m_start = jnp.where(audio_later, first, first + shift)
+        a_start = jnp.where(audio_later, first + shift, first)
+        # Other-clip negatives: prefer another speaker, then another clip of the same speaker.
+        spk, clip = batch["speaker_index"], batch["clip_index"]
+        other_spk = spk[:, None] != spk[None, :]
+        other_clip = (clip[:, None] != clip[None, :]) & ~jnp.eye(bsz, dtype=bool)
+        usable = (room[:, 0] >= 0)[None, :]  # the partner has a full window
+        priority = 2.0 * (other_spk & usable) + 1.0 * (~other_spk & other_clip & usable)  # (B, B)
+        score = priority[:, None, :] + jax.random.uniform(r_part, (bsz, p, bsz))
+        partner = jnp.argmax(score, -1)  # (B, P)
+        has_partner = jnp.take_along_axis(priority[:, None, :], partner[..., None], -1)[..., 0] >= 1.0
+        partner_room = jnp.maximum(room[:, 0][partner], 0)
+        partner_start = jnp.floor(jax.random.uniform(r_pstart, (bsz, p)) * (partner_room + 1)).astype(jnp.int32)
+        is_other = category == 3
+        src = jnp.where(is_other, partner, jnp.arange(bsz)[:, None])
+        a_start = jnp.where(is_other, partner_start, a_start)
+        weight = ((room >= 0) & (~is_other | has_partner)).astype(jnp.float32)
+        offsets = jnp.arange(k)
+        m_idx = jnp.clip(m_start[..., None] + offsets, 0, length - 1)  # (B, P, K)
+        a_idx = jnp.clip(a_start[..., None] + offsets, 0, length - 1)
+        motion_w = motion[jnp.arange(bsz)[:, None, None], m_idx]  # (B, P, K, D)
+        audio_w = audio[src[..., None], a_idx]  # (B, P, K, F)
+        labels = (category == 0).astype(jnp.float32)
+        return motion_w, audio_w, labels, category, weight
+
+    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict]:
+        """BCE with logits on random aligned / shifted / other-clip pairs drawn from the batch with `rng`."""
+        del train  # same objective in training and evaluation (fresh pairs from rng either way)
+        motion_w, audio_w, labels, category, weight = self._sample_pairs(batch, rng)
+        logits = self.sync_logit(motion_w, audio_w)
+        bce = jax.nn.softplus(logits) - labels * logits  # = -[y log p + (1-y) log(1-p)]
+        total = jnp.maximum(weight.sum(), 1.0)
+        loss = (bce * weight).sum() / total
+        prob = jax.nn.sigmoid(logits)
+        correct = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
+
+        def masked_mean(x, m):
+            m = m * weight
+            return (x * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+        cat = [(category == c).astype(jnp.float32) for c in range(4)]
+        metrics = {"bce": loss, "accuracy": (correct * weight).sum() / total,
+                   "pos_prob": masked_mean(prob, cat[0]), "neg_prob": masked_mean(prob, 1.0 - cat[0]),
+                   "near_prob": masked_mean(prob, cat[1]), "far_prob": masked_mean(prob, cat[2]),
+                   "other_prob": masked_mean(prob, cat[3]), "logit_scale": self.logit_scale()}
+        return loss, metrics
+
+
+def sync_offset_confidence(expert: MotionExpert, motion: jax.Array, audio_features: jax.Array,
+                           vshift: int = 15) -> sync.SyncResult:
+    """SyncNet's offset / confidence of one clip with the expert: (T, D) motion, (T, F) audio, T >= window.
+
+    Every K-frame window of both streams is embedded (window i = frames i .. i+K-1) and the embeddings go
+    through `evaluate.sync.sync_offset_confidence`; motion plays the video's part, so the sign convention is
+    the one documented there (audio delayed by d frames -> offset -d).
+    """
+    motion, audio_features = jnp.asarray(motion), jnp.asarray(audio_features)
+    if motion.ndim != 2 or audio_features.ndim != 2 or motion.shape[0] != audio_features.shape[0]:
+        raise ValueError(f"expected (T, D) motion and (T, F) audio features with the same T, got "
+                         f"{motion.shape} and {audio_features.shape}")
+    video_emb = expert.embed_motion(sync.windowed_embeddings(motion, expert.window))
+    audio_emb = expert.embed_audio(sync.windowed_embeddings(audio_features, expert.window))
+    return sync.sync_offset_confidence(np.asarray(video_emb), np.asarray(audio_emb), vshift)
+
+
+@register("motion_expert")
+def _create(config, spec: MotionSpec, rngs: nnx.Rngs) -> MotionExpert:
+    return MotionExpert(
+        spec, window=config.window, hidden=config.hidden, embed_dim=config.embed_dim, audio_dim=config.audio_dim,
+        positive_prob=config.positive_prob, near_shift_prob=config.near_shift_prob,
+        far_shift_prob=config.far_shift_prob, near_shift=tuple(config.near_shift), far_shift=tuple(config.far_shift),
+        pairs_per_clip=config.pairs_per_clip, init_logit_scale=config.get("init_logit_scale", 5.0), rngs=rngs)

@@ -1,0 +1,101 @@
+"""Trained runs as building blocks: load a run's model, or its parameters into part of a new model.
+
+A run's checkpoint carries its config and motion space, so a model is rebuilt from the workdir alone:
+
+    expert = load_model("runs/motion_expert").model          # an nnx.Module with trained weights
+    config.train.init_from = (("motion_expert", "runs/motion_expert"),)   # inside a bigger model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mirrortalk_jax.data.motion_spec import MotionSpec
+from mirrortalk_jax.models.registry import create_model
+from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, state as state_lib
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    model: nnx.Module
+    config: ml_collections.ConfigDict
+    spec: MotionSpec
+    step: int
+
+
+def _restore(run_dir: str | os.PathLike, step: int | None):
+    directory = Path(run_dir).expanduser() / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoints in {directory}: is {run_dir} a training workdir?")
+    ckpt = checkpointing.Checkpointer(directory, async_save=False)
+    try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{directory} holds no finished checkpoint")
+        meta = ckpt.saved_meta(step)
+        config = ml_collections.ConfigDict(meta["config"])
+        spec = MotionSpec.from_json(meta["motion_spec"])
+        tx, _ = state_lib.make_optimizer(config.train)
+        graphdef, init = state_lib.make_init(lambda rngs: create_model(config.model, spec, rngs), tx,
+                                             config.train.ema_decay > 0)
+        abstract = jax.eval_shape(init, jax.random.key(0))
+        # Restore onto this process's devices, replicated: the caller re-shards what it keeps.
+        mesh = mesh_lib.create_mesh({"ici_data": -1})
+        replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), abstract)
+        state = ckpt.restore(step, checkpointing.abstract_with_shardings(abstract, replicated), None)
+    finally:
+        ckpt.close()
+    return graphdef, state, config, spec, step
+
+
+def load_model(run_dir: str | os.PathLike, step: int | None = None, use_ema: bool = True) -> LoadedRun:
+    """The trained model of a run (its EMA parameters when it kept them and `use_ema`)."""
+    graphdef, state, config, spec, step = _restore(run_dir, step)
+    params = state.ema_params if (use_ema and state.ema_params is not None) else state.params
+    return LoadedRun(nnx.merge(graphdef, params, state.model_state), config, spec, step)
+
+
+def _subtree(tree: Any, path: str) -> Any:
+    for key in filter(None, path.split("/")):
+        if key not in tree:
+            raise KeyError(f"no parameter subtree {path!r}: {key!r} is not among {sorted(map(str, tree.keys()))}")
+        tree = tree[key]
+    return tree
+
+
+def init_subtree_from(state: state_lib.TrainState, subtree: str, run_dir: str | os.PathLike,
+                      shardings: state_lib.TrainState) -> state_lib.TrainState:
+    """Replaces the parameters under `subtree` ('' = all) of a fresh state by those of a trained run.
+
+    The trained model must have exactly the same parameter names and shapes as the subtree; a mismatch
+    raises ValueError listing the missing, unexpected and mis-shaped parameters.
+    """
+    loaded = load_model(run_dir).model
+    source = nnx.state(loaded, nnx.Param)
+    target = _subtree(state.params, subtree)
+    flat_src = {k: v for k, v in nnx.to_flat_state(source)}
+    flat_dst = {k: v for k, v in nnx.to_flat_state(target)}
+    missing = sorted("/".join(map(str, k)) for k in flat_dst.keys() - flat_src.keys())
+    unexpected = sorted("/".join(map(str, k)) for k in flat_src.keys() - flat_dst.keys())
+    shapes = sorted(f"{'/'.join(map(str, k))}: {flat_src[k].shape} vs {flat_dst[k].shape}"
+                    for k in flat_src.keys() & flat_dst.keys() if flat_src[k].shape != flat_dst[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(f"run {run_dir} does not fit parameter subtree {subtree!r}: missing {missing}, "
+                         f"unexpected {unexpected}, shape mismatches {shapes}")
+    target_shardings = _subtree(shardings.params, subtree)
+    placed = jax.tree.map(lambda value, sharding: jax.device_put(value, sharding), source, target_shardings)
+    params = jax.tree.map(lambda x: x, state.params)  # a new State, so the caller's stays untouched
+    if subtree:
+        *parents, last = subtree.split("/")
+        _subtree(params, "/".join(parents))[last] = placed
+    else:
+        params = placed
+    return state.replace(params=params, ema_params=None if state.ema_params is None else params)
