@@ -31,22 +31,37 @@ class LoadedRun:
     step: int
 
 
-def _restore(run_dir: str | os.PathLike, step: int | None):
+def _open(run_dir: str | os.PathLike) -> checkpointing.Checkpointer:
     directory = Path(run_dir).expanduser() / "checkpoints"
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoints in {directory}: is {run_dir} a training workdir?")
     ckpt = checkpointing.Checkpointer(directory, async_save=False)
+    if ckpt.latest_step() is None:
+        ckpt.close()
+        raise FileNotFoundError(f"{directory} holds no finished checkpoint")
+    return ckpt
+
+
+def load_config(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, MotionSpec]:
+    """A run's config and motion space (cheap: no arrays are read)."""
+    ckpt = _open(run_dir)
+    try:
+        meta = ckpt.saved_meta(ckpt.latest_step())
+    finally:
+        ckpt.close()
+    return ml_collections.ConfigDict(meta["config"]), MotionSpec.from_json(meta["motion_spec"])
+
+
+def _restore(run_dir: str | os.PathLike, step: int | None):
+    ckpt = _open(run_dir)
     try:
         step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{directory} holds no finished checkpoint")
         meta = ckpt.saved_meta(step)
         config = ml_collections.ConfigDict(meta["config"])
         spec = MotionSpec.from_json(meta["motion_spec"])
-        tx, _ = state_lib.make_optimizer(config.train)
-        graphdef, init = state_lib.make_init(lambda rngs: create_model(config.model, spec, rngs), tx,
-                                             config.train.ema_decay > 0)
-        abstract = jax.eval_shape(init, jax.random.key(0))
+        training = state_lib.make_training(lambda rngs: create_model(config.model, spec, rngs), config.train)
+        graphdef = training.graphdef
+        abstract = jax.eval_shape(training.init, jax.random.key(0))
         # Restore onto this process's devices, replicated: the caller re-shards what it keeps.
         mesh = mesh_lib.create_mesh({"ici_data": -1})
         replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), abstract)

@@ -7,6 +7,7 @@ directly in its sharded layout (`jax.jit(init, out_shardings=...)`): no unsharde
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -30,9 +31,11 @@ class TrainState(flax.struct.PyTreeNode):
     nonfinite_total: jax.Array  # () int32
 
 
-def make_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(train_config, frozen: tuple[str, ...] = ()) -> tuple[optax.GradientTransformation,
+                                                                      optax.Schedule]:
     """AdamW with linear warmup + cosine decay, global-norm gradient clipping, and per-group learning rates
-    (`train.param_groups`: (regex, multiplier) pairs; multiplier 0 freezes the group)."""
+    (`train.param_groups`: (regex, multiplier) pairs; multiplier 0 freezes the group). `frozen` subtrees
+    (declared by the model) are never updated, whatever the config says."""
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
         decay_steps=max(train_config.get("decay_steps") or train_config.num_steps, train_config.warmup_steps + 1),
@@ -43,8 +46,37 @@ def make_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Sc
                            weight_decay=train_config.weight_decay)
 
     tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip),
-                     param_groups.with_param_groups(adamw, train_config.get("param_groups") or ()))
+                     param_groups.with_param_groups(adamw, all_param_groups(train_config, frozen)))
     return tx, schedule
+
+
+def all_param_groups(train_config, frozen: tuple[str, ...] = ()) -> tuple[tuple[str, float], ...]:
+    """The model's frozen subtrees first (first match wins), then the config's groups."""
+    return tuple((f"{subtree}/.*", 0.0) for subtree in frozen) + tuple(train_config.get("param_groups") or ())
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """Everything needed to create, restore and step a model's train state."""
+
+    graphdef: nnx.GraphDef
+    init: Callable[[jax.Array], TrainState]
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    param_groups: tuple[tuple[str, float], ...]
+    init_from: tuple[tuple[str, str], ...]  # (subtree, trained run dir) to load at a fresh start
+
+
+def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config) -> Training:
+    """Builds the optimizer and init function. Models may declare two optional static attributes:
+    `pretrained_subtrees` {subtree: run dir} loaded at a fresh start, and `frozen_subtrees` never trained."""
+    abstract_model = nnx.eval_shape(lambda: model_factory(nnx.Rngs(0)))
+    frozen = tuple(getattr(abstract_model, "frozen_subtrees", ()))
+    tx, schedule = make_optimizer(train_config, frozen)
+    graphdef, init = make_init(model_factory, tx, train_config.ema_decay > 0)
+    init_from = tuple(getattr(abstract_model, "pretrained_subtrees", {}).items()) + tuple(
+        tuple(x) for x in train_config.get("init_from") or ())
+    return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from)
 
 
 def make_init(model_factory: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,

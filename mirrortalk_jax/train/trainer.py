@@ -95,13 +95,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raise ValueError(f"train.batch_size={tc.batch_size} must divide by the data*fsdp mesh size {batch_shards}")
 
     # ----- Model and state -----
-    tx, schedule = state_lib.make_optimizer(tc)
-    use_ema = tc.ema_decay > 0
-    graphdef, init = state_lib.make_init(lambda rngs: create_model(config.model, train_source.spec, rngs), tx,
-                                         use_ema)
+    training = state_lib.make_training(lambda rngs: create_model(config.model, train_source.spec, rngs), tc)
     init_rng, step_rng = jax.random.split(jax.random.key(tc.seed))
-    abstract = jax.eval_shape(init, init_rng)
-    unmatched = [p for p, n in param_groups.matched_groups(abstract.params, tc.param_groups).items() if n == 0]
+    abstract = jax.eval_shape(training.init, init_rng)
+    unmatched = [p for p, n in param_groups.matched_groups(abstract.params, training.param_groups).items() if n == 0]
     if unmatched:
         raise ValueError(f"train.param_groups patterns {unmatched} match no parameter of model {config.model.name!r}")
     shardings = state_lib.state_shardings(abstract, mesh, rules)
@@ -115,16 +112,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         logging.info("resuming from %s/%d", ckpt.directory, latest)
         state = ckpt.restore(latest, checkpointing.abstract_with_shardings(abstract, shardings), train_iter)
     else:
-        state = jax.jit(init, out_shardings=shardings)(init_rng)
-        for subtree, run_dir in tc.init_from:
+        state = jax.jit(training.init, out_shardings=shardings)(init_rng)
+        for subtree, run_dir in training.init_from:
             state = pretrained.init_subtree_from(state, subtree, run_dir, shardings)
 
     # ----- Steps -----
     batch_sharding = pipeline.batch_sharding(mesh)
-    train_step = jax.jit(state_lib.make_train_step(graphdef, tx, schedule, tc.ema_decay),
+    train_step = jax.jit(state_lib.make_train_step(training.graphdef, training.tx, training.schedule, tc.ema_decay),
                          in_shardings=(shardings, batch_sharding, replicated),
                          out_shardings=(shardings, replicated), donate_argnums=0)
-    eval_step = jax.jit(state_lib.make_eval_step(graphdef, use_ema),
+    eval_step = jax.jit(state_lib.make_eval_step(training.graphdef, tc.ema_decay > 0),
                         in_shardings=(shardings, batch_sharding, replicated), out_shardings=replicated)
 
     # ----- Loop -----
