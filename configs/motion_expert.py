@@ -28,7 +28,11 @@ def get_config(arg: str | None = None):
     config.model.far_shift_prob = 0.2
     config.model.near_shift = (2, 5)  # inclusive range of frames
     config.model.far_shift = (5, 10)
-    config.model.pairs_per_clip = 8  # pairs drawn from each window per step: more signal per decoded batch
+    config.model.pairs_per_clip = 16  # pairs drawn from each window per step: more signal per decoded batch
+    # Audio input standardisation (fixed): log-mel with floor log(1e-5) is about -7.5 +- 3.7 on SynthTalk.
+    # Set 0 / 1 (or your features' statistics) for other `data.audio_feature`s.
+    config.model.audio_mean = -7.5
+    config.model.audio_std = 3.7
     config.model.init_logit_scale = 5.0
     if variant == "tiny":
         config.train.batch_size = 16

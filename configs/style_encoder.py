@@ -7,8 +7,9 @@ speaker, negative: another speaker's window in the batch), plus HSIC and orthogo
 style code free of speech content (see mirrortalk_jax/models/style_encoder.py).
 
 Variants: `tiny` (2-core CPU, about a minute; builds SynthTalk tiny if missing) and `default`.
-Set `--config.model.content_encoder_workdir=runs/<motion expert run>` to use a trained motion expert as the
-frozen content encoder; empty uses a fixed random projection of the mean audio features.
+Set `--config.model.content_encoder_workdir=runs/motion_expert_tiny` (a configs/motion_expert.py run) to use a
+trained motion expert as the frozen content encoder; empty uses a fixed random projection of the mean audio
+features.
 """
 
 import ml_collections
@@ -37,7 +38,10 @@ def get_config(arg: str | None = None):
     m.content_dim = 32 if tiny else 128  # must match the content encoder's content_embedding width
     m.max_frames = max(config.data.window_frames, config.data.reference_frames)
     m.audio_dim = 4 * 80  # log-mel frames per video frame, for the default random content projection
-    m.content_encoder_workdir = ""  # a trained motion-expert run; empty: fixed random projection of audio
+    # A trained motion-expert workdir: its architecture is rebuilt from the run's config and the trainer loads
+    # and freezes its weights (content_dim must equal its embed_dim). Empty: a fixed random projection of
+    # the mean audio features.
+    m.content_encoder_workdir = ""
     m.num_speakers = 4 if tiny else 24  # SynthTalk training speakers; 0 disables speaker classification
     m.margin = 0.2
     m.distance = "cosine"  # triplet distance: "cosine" (1 - cos) or "l2" (squared Euclidean)

@@ -98,7 +98,7 @@ def test_windowed_embeddings():
 
 def test_every_param_is_annotated_with_known_logical_axes():
     known = {name for name, _ in DEFAULT_RULES}
-    params = nnx.state(_model(), nnx.Param)
+    params = nnx.state(nnx.eval_shape(_model), nnx.Param)  # abstract: the metadata without the init cost
     leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
     assert len(leaves) > 10
     for var in leaves:
@@ -112,14 +112,16 @@ def test_shapes():
     rng = np.random.default_rng(0)
     motion = jnp.asarray(rng.normal(size=(3, 4, K, 18)), jnp.float32)
     audio = jnp.asarray(rng.normal(size=(3, 4, K, 320)), jnp.float32)
-    em, ea = model.embed_motion(motion), model.embed_audio(audio)
-    assert em.shape == ea.shape == (3, 4, 32)
+    # Jitted: eager dispatch of every small op costs seconds on a loaded 2-core machine.
+    em, ea, logits = nnx.jit(lambda m, x, a: (m.embed_motion(x), m.embed_audio(a), m.sync_logit(x, a)))(
+        model, motion, audio)
+    assert em.shape == ea.shape == (3, 4, 32) and logits.shape == (3, 4)
     np.testing.assert_allclose(np.linalg.norm(em, axis=-1), 1.0, rtol=1e-5)
-    assert model.sync_logit(motion, audio).shape == (3, 4)
     mask = np.ones((3, 20), bool)
     mask[1, 12:] = False
     mask[2, 3:] = False  # no full window: zeros
-    content = model.content_embedding(jnp.asarray(rng.normal(size=(3, 20, 320)), jnp.float32), jnp.asarray(mask))
+    content = nnx.jit(lambda m, a, k: m.content_embedding(a, k))(
+        model, jnp.asarray(rng.normal(size=(3, 20, 320)), jnp.float32), jnp.asarray(mask))
     assert content.shape == (3, 32) and np.all(content[2] == 0) and np.all(np.isfinite(content))
     with pytest.raises(ValueError, match="D=18"):
         model.embed_motion(motion[..., :6])
@@ -131,11 +133,10 @@ def test_sync_loss_has_gradient_wrt_lower_face_motion_only():
     motion = jnp.asarray(rng.normal(size=(2, 16, 18)), jnp.float32)
     audio = jnp.asarray(rng.normal(size=(2, 16, 320)), jnp.float32)
     mask = jnp.asarray(np.arange(16)[None] < np.array([[16], [10]]))
-    grad = np.asarray(jax.grad(lambda m: model.sync_loss(m, audio, mask))(motion))
+    grad = np.asarray(jax.jit(jax.grad(lambda m: model.sync_loss(m, audio, mask)))(motion))
     lower = SYNTHTALK_SPEC.group_mask("lower")
     assert np.abs(grad[..., lower]).sum() > 0 and np.all(grad[..., ~lower] == 0)
     assert np.all(grad[1, 10:] == 0)  # padded frames do not contribute
-    assert np.isfinite(float(model.sync_loss(motion, audio, mask)))
 
 
 def test_training_pairs_respect_categories_and_valid_frames():
@@ -152,7 +153,8 @@ def test_training_pairs_respect_categories_and_valid_frames():
              "speaker_index": jnp.asarray([0, 0, 1, 1, 2, 2, 3, 3], jnp.int32),
              "clip_index": jnp.arange(bsz, dtype=jnp.int32)}
     model = _model()
-    mw, aw, labels, category, weight = jax.device_get(model._sample_pairs(batch, jax.random.key(3)))
+    sample = nnx.jit(lambda m, b, r: m._sample_pairs(b, r))  # eager dispatch of many small ops is slow
+    mw, aw, labels, category, weight = jax.device_get(sample(model, batch, jax.random.key(3)))
     m_start, a_start = mw[..., 0, 0], aw[..., 0, 0]
     m_clip, a_clip = mw[..., 0, 1], aw[..., 0, 1]
     assert np.all(weight == 1)
@@ -177,41 +179,83 @@ def test_training_pairs_respect_categories_and_valid_frames():
 
 # ----- Training -----
 
+@nnx.jit
+def _probabilities(model, motion_windows, audio_windows):
+    return jax.nn.sigmoid(model.sync_logit(motion_windows, audio_windows))
+
+
+def _clip(source, index):
+    """(T, D) motion and (T, 320) log-mel features of a record, as the pipeline computes them."""
+    record = source[index]
+    t = record["motion"].shape[0]
+    feats = audio_features.audio_frame_features(record["audio"], t, kind="log_mel", fps=float(record["fps"]))
+    return record["motion"], feats.astype(np.float32)
+
+
 def _clip_probabilities(model, source, indices, shift):
     """Mean sync probability of aligned windows and of windows whose audio is `shift` frames later."""
-    aligned, shifted = [], []
+    windows = {"aligned": ([], []), "shifted": ([], [])}
     for i in indices:
-        record = source[i]
-        t = record["motion"].shape[0]
-        feats = audio_features.audio_frame_features(record["audio"], t, kind="log_mel", fps=float(record["fps"]))
-        mw = sync.windowed_embeddings(jnp.asarray(record["motion"]), K)
-        aw = sync.windowed_embeddings(jnp.asarray(feats, jnp.float32), K)
-        aligned.append(jax.nn.sigmoid(model.sync_logit(mw, aw)))
-        shifted.append(jax.nn.sigmoid(model.sync_logit(mw[:-shift], aw[shift:])))
-    return float(np.mean(np.concatenate(aligned))), float(np.mean(np.concatenate(shifted)))
+        motion, feats = _clip(source, i)
+        mw, aw = sync.windowed_embeddings(motion, K), sync.windowed_embeddings(feats, K)
+        windows["aligned"][0].append(mw)
+        windows["aligned"][1].append(aw)
+        windows["shifted"][0].append(mw[:-shift])
+        windows["shifted"][1].append(aw[shift:])
+    # One call per condition: a jitted call per clip would compile once per clip length.
+    return tuple(float(np.mean(_probabilities(model, np.concatenate(m), np.concatenate(a))))
+                 for m, a in windows.values())
+
+
+def _train(dataset, workdir, **train):
+    config = _config("tiny")
+    config.data.dataset_dir = str(dataset)
+    config.data.window_frames = 32
+    config.train.update(dict(batch_size=8, log_every=1, eval_every=0, checkpoint_every=1000, warmup_steps=10))
+    config.train.update(train)
+    state = trainer.train_and_evaluate(config, workdir)
+    model = create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0))
+    nnx.update(model, state.params)
+    return model, read_metrics(workdir)
 
 
 def test_training_learns_sync(tiny_dataset, tmp_path):
-    config = _config("tiny")
-    config.data.dataset_dir = str(tiny_dataset)
-    config.data.window_frames = 32
-    config.train.update(dict(batch_size=8, num_steps=150, log_every=1, eval_every=0, checkpoint_every=1000,
-                             warmup_steps=10))
-    state = trainer.train_and_evaluate(config, tmp_path)
-    metrics = read_metrics(tmp_path)
+    # 80 steps of 8 windows x 16 pairs: about 20 s on 2 cores. Seen: accuracy 0.85-0.88 over the last steps,
+    # p(sync) 0.70-0.75 aligned vs 0.22-0.26 with the audio 8 frames late, offsets exact.
+    model, metrics = _train(tiny_dataset, tmp_path, num_steps=80)
     losses = [m["train/loss"] for m in metrics]
-    assert len(losses) == 150 and all(np.isfinite(losses))
-    assert np.mean(losses[-20:]) < 0.8 * np.mean(losses[:20])
-    assert np.mean([m["train/accuracy"] for m in metrics[-20:]]) > 0.7  # chance: 0.6
+    assert len(losses) == 80 and all(np.isfinite(losses))
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    assert np.mean([m["train/accuracy"] for m in metrics[-10:]]) > 0.7  # chance: 0.6 (all "not in sync")
 
-    model = create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0))
-    nnx.update(model, state.params)
     source = ClipSource(tiny_dataset, "train")
     aligned, shifted = _clip_probabilities(model, source, range(4), shift=8)
-    assert aligned > shifted + 0.15, (aligned, shifted)
+    assert aligned > shifted + 0.2, (aligned, shifted)
 
-    record = source[0]
-    t = record["motion"].shape[0]
-    feats = audio_features.audio_frame_features(record["audio"], t, kind="log_mel", fps=float(record["fps"]))
-    result = motion_expert.sync_offset_confidence(model, record["motion"], feats, vshift=10)
-    assert result.mean_dists.shape == (21,) and result.confidence > 0
+    # The offset search finds a 3-frame audio delay with the documented sign (offset -3), on most clips.
+    offsets = []
+    for i in range(4):
+        motion, feats = _clip(source, i)
+        delayed = np.concatenate([np.repeat(feats[:1], 3, 0), feats[:-3]])  # audio 3 frames late
+        result = motion_expert.sync_offset_confidence(model, motion, delayed, vshift=10)
+        assert result.mean_dists.shape == (21,) and result.confidence > 0
+        offsets.append(result.offset)
+    assert offsets.count(-3) >= 3, offsets
+
+
+@pytest.mark.slow
+def test_tiny_config_generalises_to_heldout_sentences(tiny_dataset, tmp_path):
+    """The `tiny` config as shipped (300 steps of 16 windows, about a minute): sync on unseen sentences."""
+    model, metrics = _train(tiny_dataset, tmp_path, batch_size=16, num_steps=300, eval_every=300, warmup_steps=20)
+    final = [m for m in metrics if "eval/accuracy" in m][-1]
+    assert final["eval/accuracy"] > 0.75 and final["eval/pos_prob"] > final["eval/neg_prob"] + 0.3, final
+    source = ClipSource(tiny_dataset, "heldout_sentences")
+    aligned, shifted = _clip_probabilities(model, source, range(len(source)), shift=8)
+    assert aligned > shifted + 0.25, (aligned, shifted)
+    hits = 0
+    for i in range(len(source)):
+        motion, feats = _clip(source, i)
+        for delay in (-4, 4):
+            shifted_audio = np.roll(feats, delay, axis=0)  # delay > 0: audio late (wrapped rows at one end)
+            hits += motion_expert.sync_offset_confidence(model, motion, shifted_audio, vshift=10).offset == -delay
+    assert hits >= 0.75 * 2 * len(source), hits

@@ -26,8 +26,6 @@ from mirrortalk_jax.models.registry import register
 
 _dense = nnx.initializers.lecun_normal()
 _zeros = nnx.initializers.zeros
-# Log-mel features sit around -11.5 (silence floor) .. 3; a fixed scale keeps the first layer's inputs near unit.
-_AUDIO_SCALE = 0.2
 
 
 def _linear(din: int, dout: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.Linear:
@@ -35,23 +33,19 @@ def _linear(din: int, dout: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.L
                       bias_init=nnx.with_partitioning(_zeros, (axes[1],)), rngs=rngs)
 
 
-def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(dim, scale_init=nnx.with_partitioning(nnx.initializers.ones, ("embed",)),
-                         bias_init=nnx.with_partitioning(_zeros, ("embed",)), rngs=rngs)
-
-
 class WindowEncoder(nnx.Module):
     """(..., K, C) window -> (..., E) unit vector.
 
-    Per-frame projection, LayerNorm and GELU, then a K-wide VALID temporal convolution (one output: it sees the
-    whole window and its frame order), a GELU MLP and a projection to E, L2-normalised.
+    Per-frame projection and GELU, then a K-wide VALID temporal convolution (one output: it sees the whole
+    window and its frame order), a GELU MLP and a projection to E, L2-normalised. No normalisation layer on the
+    frames: a LayerNorm right after the (zero-bias at init) projection makes the features invariant to the input's
+    scale, and how far the jaw opens (or how loud the audio is) is exactly what has to match.
     """
 
     def __init__(self, in_dim: int, in_axis: str, window: int, hidden: int, embed_dim: int, rngs: nnx.Rngs):
         self.window = window
         self.in_dim = in_dim
         self.frame = _linear(in_dim, hidden, (in_axis, "embed"), rngs)
-        self.norm = _layer_norm(hidden, rngs)
         self.temporal = nnx.Conv(hidden, hidden, kernel_size=(window,), padding="VALID",
                                  kernel_init=nnx.with_partitioning(_dense, ("conv", "embed", "mlp")),
                                  bias_init=nnx.with_partitioning(_zeros, ("mlp",)), rngs=rngs)
@@ -62,7 +56,7 @@ class WindowEncoder(nnx.Module):
         if x.shape[-2:] != (self.window, self.in_dim):
             raise ValueError(f"expected windows (..., {self.window}, {self.in_dim}), got shape {x.shape}")
         lead = x.shape[:-2]
-        h = jax.nn.gelu(self.norm(self.frame(x.reshape((-1,) + x.shape[-2:]))))  # (N, K, H)
+        h = jax.nn.gelu(self.frame(x.reshape((-1,) + x.shape[-2:])))  # (N, K, H)
         h = jax.nn.gelu(self.temporal(h)[:, 0])  # (N, H)
         h = self.out(jax.nn.gelu(self.mlp(h)))  # (N, E)
         # eps inside the root keeps the gradient finite at a zero vector.
@@ -79,12 +73,19 @@ def _sequence_windows(x: jax.Array, window: int) -> jax.Array:
 
 
 class MotionExpert(nnx.Module):
-    """Audio-motion sync network. K = `window` frames; E = `embed_dim`; F = `audio_dim`; D = spec.dim."""
+    """Audio-motion sync network. K = `window` frames; E = `embed_dim`; F = `audio_dim`; D = spec.dim.
+
+    Callers pass full (D-channel) motion; the expert reads only the spec's `lower` group (the mouth).
+    Training pairs (see `loss`): aligned with probability `positive_prob`; the same clip with the audio shifted
+    by `near_shift` / `far_shift` frames (inclusive (min, max), either direction) with `near_shift_prob` /
+    `far_shift_prob`; audio of another batch element (another speaker when there is one) otherwise.
+    """
 
     def __init__(self, spec: MotionSpec, *, window: int = 5, hidden: int = 128, embed_dim: int = 64,
                  audio_dim: int = 320, positive_prob: float = 0.4, near_shift_prob: float = 0.2,
-                 far_shift_prob: float = 0.2, near_shift: tuple[int, int] = (2, 5), far_shift: tuple[int, int] = (5, 10),
-                 pairs_per_clip: int = 4, init_logit_scale: float = 5.0, rngs: nnx.Rngs):
+                 far_shift_prob: float = 0.2, near_shift: tuple[int, int] = (2, 5),
+                 far_shift: tuple[int, int] = (5, 10), pairs_per_clip: int = 4, init_logit_scale: float = 5.0,
+                 audio_mean: float = -7.5, audio_std: float = 3.7, rngs: nnx.Rngs):
         probs = (positive_prob, near_shift_prob, far_shift_prob)
         if min(probs) < 0 or sum(probs) > 1 + 1e-6:
             raise ValueError(f"positive/near/far shift probabilities must be >= 0 and sum to <= 1 (the rest are "
@@ -92,19 +93,25 @@ class MotionExpert(nnx.Module):
         for name, (lo, hi) in (("near_shift", near_shift), ("far_shift", far_shift)):
             if not 1 <= lo <= hi:
                 raise ValueError(f"{name} must be (min, max) frames with 1 <= min <= max, got {(lo, hi)}")
-        # Plain ints and strings only: module attributes end up in the (hashable) graphdef.
+        if audio_std <= 0 or window < 1 or pairs_per_clip < 1:
+            raise ValueError(f"expected audio_std > 0, window >= 1 and pairs_per_clip >= 1, got {audio_std}, "
+                             f"{window} and {pairs_per_clip}")
+        # Plain ints, floats and strings only: module attributes end up in the (hashable) graphdef.
         self.motion_dim = spec.dim
         self.spec_name = spec.name
         self.lower = tuple(int(i) for i in spec.group_indices("lower"))  # the mouth channels
         self.window = window
         self.audio_dim = audio_dim
+        # Fixed input standardisation of the audio features; the defaults fit 80-band log-mel (floor log(1e-5)).
+        self.audio_mean, self.audio_std = float(audio_mean), float(audio_std)
         # Category probabilities: aligned, near shift, far shift, other clip.
         self.category_probs = (*probs, max(0.0, 1.0 - sum(probs)))
-        self.near_shift = tuple(int(s) for s in near_shift)
-        self.far_shift = tuple(int(s) for s in far_shift)
+        self.near_shift = (int(near_shift[0]), int(near_shift[1]))
+        self.far_shift = (int(far_shift[0]), int(far_shift[1]))
         self.pairs_per_clip = pairs_per_clip
         self.motion_encoder = WindowEncoder(len(self.lower), "motion", window, hidden, embed_dim, rngs)
         self.audio_encoder = WindowEncoder(audio_dim, "audio", window, hidden, embed_dim, rngs)
+        # Scalars: logical axes () (rank 0, replicated).
         self.log_scale = nnx.Param(nnx.with_partitioning(nnx.initializers.constant(math.log(init_logit_scale)), ())(
             rngs.params(), ()))
         self.bias = nnx.Param(nnx.with_partitioning(_zeros, ())(rngs.params(), ()))
@@ -120,7 +127,7 @@ class MotionExpert(nnx.Module):
 
     def embed_audio(self, audio_windows: jax.Array) -> jax.Array:
         """(..., K, F) audio-feature windows -> (..., E) unit embeddings."""
-        return self.audio_encoder(audio_windows * _AUDIO_SCALE)
+        return self.audio_encoder((audio_windows - self.audio_mean) / self.audio_std)
 
     def logit_scale(self) -> jax.Array:
         # Capped so that a runaway scale cannot saturate the BCE (as CLIP caps its temperature).
@@ -157,7 +164,9 @@ class MotionExpert(nnx.Module):
     # ----- Training -----
 
     def _sample_pairs(self, batch: dict[str, jax.Array], rng: jax.Array):
-        """Random (motion window, audio window) pairs, P = pairs_per_clip per batch element.
+        """Random (motion window, audio window) pairs, P = pairs_per_clip per batch element, all inside the valid
+        frames. A shift larger than the clip allows is clipped to fit; a clip too short for even the smallest
+        near shift gets an other-clip negative instead.
 
         Returns motion windows (B, P, K, D), audio windows (B, P, K, F), labels (B, P) float (1 = aligned),
         category (B, P) int32 (0 aligned, 1 near shift, 2 far shift, 3 other clip) and weight (B, P) float
@@ -208,7 +217,12 @@ class MotionExpert(nnx.Module):
         return motion_w, audio_w, labels, category, weight
 
     def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict]:
-        """BCE with logits on random aligned / shifted / other-clip pairs drawn from the batch with `rng`."""
+        """BCE with logits on random aligned / shifted / other-clip pairs drawn from the batch with `rng`.
+
+        Reads motion (B, L, D), audio_features (B, L, F), motion_mask (B, L) (valid frames first, padding at the
+        end, as the pipeline makes them), speaker_index (B,) and clip_index (B,). Metrics: accuracy (threshold
+        0.5), mean sync probability of positives / all negatives / each negative kind, and the logit scale.
+        """
         del train  # same objective in training and evaluation (fresh pairs from rng either way)
         motion_w, audio_w, labels, category, weight = self._sample_pairs(batch, rng)
         logits = self.sync_logit(motion_w, audio_w)
@@ -242,9 +256,15 @@ def sync_offset_confidence(expert: MotionExpert, motion: jax.Array, audio_featur
     if motion.ndim != 2 or audio_features.ndim != 2 or motion.shape[0] != audio_features.shape[0]:
         raise ValueError(f"expected (T, D) motion and (T, F) audio features with the same T, got "
                          f"{motion.shape} and {audio_features.shape}")
-    video_emb = expert.embed_motion(sync.windowed_embeddings(motion, expert.window))
-    audio_emb = expert.embed_audio(sync.windowed_embeddings(audio_features, expert.window))
+    video_emb, audio_emb = _embed_sequences(expert, motion, audio_features)
     return sync.sync_offset_confidence(np.asarray(video_emb), np.asarray(audio_emb), vshift)
+
+
+@nnx.jit
+def _embed_sequences(expert: MotionExpert, motion: jax.Array, audio_features: jax.Array):
+    """(T, D), (T, F) -> embeddings of every window of both, (T - K + 1, E) each (jitted: eager is slow)."""
+    return (expert.embed_motion(sync.windowed_embeddings(motion, expert.window)),
+            expert.embed_audio(sync.windowed_embeddings(audio_features, expert.window)))
 
 
 @register("motion_expert")
@@ -253,4 +273,5 @@ def _create(config, spec: MotionSpec, rngs: nnx.Rngs) -> MotionExpert:
         spec, window=config.window, hidden=config.hidden, embed_dim=config.embed_dim, audio_dim=config.audio_dim,
         positive_prob=config.positive_prob, near_shift_prob=config.near_shift_prob,
         far_shift_prob=config.far_shift_prob, near_shift=tuple(config.near_shift), far_shift=tuple(config.far_shift),
-        pairs_per_clip=config.pairs_per_clip, init_logit_scale=config.get("init_logit_scale", 5.0), rngs=rngs)
+        pairs_per_clip=config.pairs_per_clip, init_logit_scale=config.get("init_logit_scale", 5.0),
+        audio_mean=config.get("audio_mean", -7.5), audio_std=config.get("audio_std", 3.7), rngs=rngs)

@@ -24,15 +24,37 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models.registry import register
+from mirrortalk_jax.models.registry import create_model, register
 from mirrortalk_jax.objectives import disentangle
 
-_dense = nnx.initializers.lecun_normal()
 _zeros = nnx.initializers.zeros
 _ones = nnx.initializers.ones
 # A finite "minus infinity" for masked logits: a row whose keys are all masked (an empty clip) then gets a
 # uniform softmax instead of NaN.
 _MASKED = -1e9
+
+
+def _fan_in_normal(fan_in_axes: tuple[int, ...]):
+    """N(0, 1/fan_in) initializer, fan_in = product of `fan_in_axes` of the shape (LeCun, untruncated).
+
+    Drawn flat and reshaped: with partitionable threefry, XLA on CPU spends about a second
+    compiling one N-D (truncated) normal draw and a third of that on a flat one, and initialisation
+    dominated this model's start-up (the weights are placed by the trainer's out_shardings anyway).
+    """
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        fan_in = math.prod(shape[a] for a in fan_in_axes)
+        return (jax.random.normal(key, (math.prod(shape),), dtype) / math.sqrt(fan_in)).reshape(shape)
+    return init
+
+
+_dense = _fan_in_normal((0,))
+
+
+def _scaled_normal(stddev: float):
+    """N(0, stddev^2), drawn flat (see `_fan_in_normal`)."""
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return (stddev * jax.random.normal(key, (math.prod(shape),), dtype)).reshape(shape)
+    return init
 
 
 def _param(rngs: nnx.Rngs, init, shape: tuple[int, ...], axes: tuple[str, ...]) -> nnx.Param:
@@ -50,29 +72,31 @@ def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 class Attention(nnx.Module):
-    """Multi-head attention with logical axes on every weight. (B, Q, H), (B, K, H), mask (B, K) -> (B, Q, H)."""
+    """Multi-head attention with logical axes on every weight. (B, Q, H), (B, K, H), mask (B, K) -> (B, Q, H).
+
+    Query, key and value projections share one (H, heads, 3 * head_dim) kernel (fewer arrays to initialise,
+    optimise and checkpoint); the output projection has no bias (a pre-LN residual branch does not need one).
+    """
 
     def __init__(self, dim: int, num_heads: int, rngs: nnx.Rngs):
         if dim % num_heads:
             raise ValueError(f"hidden size {dim} must divide by num_heads={num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
-        shape = (dim, num_heads, self.head_dim)
-        self.wq = _param(rngs, _dense, shape, ("embed", "heads", "kv"))
-        self.wk = _param(rngs, _dense, shape, ("embed", "heads", "kv"))
-        self.wv = _param(rngs, _dense, shape, ("embed", "heads", "kv"))
-        self.wo = _param(rngs, _dense, (num_heads, self.head_dim, dim), ("heads", "kv", "embed"))
-        self.bo = _param(rngs, _zeros, (dim,), ("embed",))
+        self.wqkv = _param(rngs, _dense, (dim, num_heads, 3 * self.head_dim), ("embed", "heads", "kv"))
+        self.wo = _param(rngs, _fan_in_normal((0, 1)), (num_heads, self.head_dim, dim), ("heads", "kv", "embed"))
 
     def __call__(self, queries: jax.Array, keys: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        q = jnp.einsum("bqe,ehd->bqhd", queries, self.wq[...]) / math.sqrt(self.head_dim)
-        k = jnp.einsum("bke,ehd->bkhd", keys, self.wk[...])
-        v = jnp.einsum("bke,ehd->bkhd", keys, self.wv[...])
+        hd = self.head_dim
+        w = self.wqkv[...]
+        q = jnp.einsum("bqe,ehd->bqhd", queries, w[..., :hd]) / math.sqrt(hd)
+        kv = jnp.einsum("bke,ehd->bkhd", keys, w[..., hd:])
+        k, v = kv[..., :hd], kv[..., hd:]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
         if mask is not None:
             logits = jnp.where(mask[:, None, None, :], logits, _MASKED)
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return jnp.einsum("bqhd,hde->bqe", out, self.wo[...]) + self.bo[...]
+        return jnp.einsum("bqhd,hde->bqe", out, self.wo[...])
 
 
 class EncoderLayer(nnx.Module):
@@ -108,15 +132,15 @@ class StyleEncoder(nnx.Module):
                  num_slots: int, style_dim: int, content_dim: int, max_frames: int, rngs: nnx.Rngs):
         self.max_frames = max_frames
         self.motion_in = _linear(motion_dim, hidden, ("motion", "embed"), rngs)
-        self.positions = _param(rngs, nnx.initializers.normal(0.02), (max_frames, hidden), ("length", "embed"))
+        self.positions = _param(rngs, _scaled_normal(0.02), (max_frames, hidden), ("length", "embed"))
         self.layers = nnx.List([EncoderLayer(hidden, num_heads, mlp_dim, rngs) for _ in range(num_layers)])
         # Style memory: M slots of width H, read by every frame. Slots have no mesh axis of their own ("length"
         # maps to none): the table is small.
-        self.memory = _param(rngs, nnx.initializers.normal(1.0), (num_slots, hidden), ("length", "embed"))
+        self.memory = _param(rngs, _scaled_normal(1.0), (num_slots, hidden), ("length", "embed"))
         self.memory_norm = _layer_norm(hidden, rngs)
         self.memory_read = Attention(hidden, num_heads, rngs)
         self.pool_norm = _layer_norm(hidden, rngs)
-        self.pool_query = _param(rngs, nnx.initializers.normal(1.0), (1, hidden), ("length", "embed"))
+        self.pool_query = _param(rngs, _scaled_normal(1.0), (1, hidden), ("length", "embed"))
         self.pool = Attention(hidden, num_heads, rngs)
         self.out_norm = _layer_norm(hidden, rngs)
         self.style_head = _linear(hidden, style_dim, ("embed", "mlp"), rngs)
@@ -183,11 +207,13 @@ class RandomContentProjection(nnx.Module):
     """Default content encoder: a fixed random projection of the clip's mean audio features. (B, L, F) -> (B, E).
 
     A stand-in for the pretrained motion expert. Note that on SynthTalk the mean spectrum also identifies the
-    speaker's voice, so this "content" carries speaker information too: keep the HSIC weight modest with it.
+    speaker's voice, so this "content" carries speaker information too, and HSIC against it pulls against the
+    triplet loss: keep the HSIC weight modest with it (a lip-sync expert's embedding is far less
+    speaker-specific).
     """
 
     def __init__(self, audio_dim: int, content_dim: int, rngs: nnx.Rngs):
-        self.projection = Frozen(jax.random.normal(rngs.params(), (audio_dim, content_dim)) / math.sqrt(audio_dim))
+        self.projection = Frozen(_fan_in_normal((0,))(rngs.params(), (audio_dim, content_dim)))
 
     def content_embedding(self, audio_features: jax.Array, mask: jax.Array) -> jax.Array:
         weights = mask.astype(audio_features.dtype)[..., None]
@@ -199,12 +225,24 @@ class RandomContentProjection(nnx.Module):
 # ----- Stage-1 training model -----
 
 
+def _stack_clips(*clips: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """[(B, Ti, D), (B, Ti)] -> (sum of B, max Ti, D), (sum of B, max Ti): end-padded and masked."""
+    length = max(m.shape[1] for m, _ in clips)
+    motions = [jnp.pad(m, ((0, 0), (0, length - m.shape[1]), (0, 0))) for m, _ in clips]
+    masks = [jnp.pad(k.astype(bool), ((0, 0), (0, length - k.shape[1]))) for _, k in clips]
+    return jnp.concatenate(motions), jnp.concatenate(masks)
+
+
 class StyleEncoderModel(nnx.Module):
     """SDSE with its stage-1 losses. The trainer calls `loss`; downstream models call `encoder`.
 
     Args:
       encoder: the StyleEncoder to train.
-      content_encoder: frozen content encoder (see `ContentEncoder`); its nnx.Params are converted to `Frozen`.
+      content_encoder: frozen content encoder (see `ContentEncoder`). Its nnx.Params are converted to `Frozen`
+        variables, unless `content_encoder_run` is given.
+      content_encoder_run: a trained motion-expert workdir whose weights the trainer loads into
+        `content_encoder` at a fresh start (`pretrained_subtrees`); its Params then stay Params (the loader
+        fills Params) and are frozen through `frozen_subtrees` (learning rate and weight decay 0).
       num_speakers: > 0 adds a linear speaker classifier on the style code (0 disables it).
       weights: loss weights {"triplet", "hsic", "ortho", "content", "cls"}.
       margin: triplet margin; metric: "cosine" or "l2" (see `disentangle.distance`).
@@ -213,14 +251,15 @@ class StyleEncoderModel(nnx.Module):
 
     def __init__(self, encoder: StyleEncoder, content_encoder: nnx.Module, *, num_speakers: int,
                  weights: dict[str, float], margin: float, metric: str = "cosine", hard_negatives: bool = False,
-                 rngs: nnx.Rngs):
+                 content_encoder_run: str = "", rngs: nnx.Rngs):
         if not hasattr(content_encoder, "content_embedding"):
             raise TypeError(f"content encoder {type(content_encoder).__name__} has no content_embedding(audio, mask)")
         unknown = set(weights) - {"triplet", "hsic", "ortho", "content", "cls"}
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")
         self.encoder = encoder
-        self.content_encoder = freeze(content_encoder)
+        self.content_encoder_run = str(content_encoder_run)
+        self.content_encoder = content_encoder if content_encoder_run else freeze(content_encoder)
         # A tuple, not a dict: static module attributes end up in the (hashable) graphdef.
         self.weights = tuple(sorted((k, float(v)) for k, v in weights.items()))
         self.margin, self.metric, self.hard_negatives = float(margin), metric, hard_negatives
@@ -228,6 +267,16 @@ class StyleEncoderModel(nnx.Module):
         style_dim = encoder.style_head.out_features
         # Speakers have no mesh axis of their own; "kv" maps to none (the classifier is small).
         self.classifier = _linear(style_dim, num_speakers, ("mlp", "kv"), rngs) if num_speakers > 0 else None
+
+    # Read by the trainer (train.state.make_training). Properties, not attributes: a dict attribute would
+    # make the graphdef unhashable.
+    @property
+    def pretrained_subtrees(self) -> dict[str, str]:
+        return {"content_encoder": self.content_encoder_run} if self.content_encoder_run else {}
+
+    @property
+    def frozen_subtrees(self) -> tuple[str, ...]:
+        return ("content_encoder",) if self.content_encoder_run else ()
 
     def content_features(self, batch: dict[str, jax.Array]) -> jax.Array:
         """(B, E) content features of the batch windows, from the frozen content encoder (no gradient)."""
@@ -252,8 +301,12 @@ class StyleEncoderModel(nnx.Module):
         del train  # no dropout: the same computation at train and eval time
         w = dict(self.weights)
         speakers = batch["speaker_index"].astype(jnp.int32)
-        anchor = self.encoder(batch["reference_motion"], batch["reference_mask"])
-        positive, content_proj = self.encoder.encode(batch["motion"], batch["motion_mask"])
+        # One encoder pass over references and windows (padded to a common length; padding is masked and
+        # does not change a code): half the graph to compile, and larger matmuls.
+        b = speakers.shape[0]
+        codes, projections = self.encoder.encode(*_stack_clips(
+            (batch["reference_motion"], batch["reference_mask"]), (batch["motion"], batch["motion_mask"])))
+        anchor, positive, content_proj = codes[:b], codes[b:], projections[b:]
         content = self.content_features(batch)
         if content.shape[-1] != content_proj.shape[-1]:
             raise ValueError(f"content encoder gives {content.shape[-1]} features but the style encoder's content "
@@ -282,37 +335,55 @@ class StyleEncoderModel(nnx.Module):
         if self.classifier is not None:
             logits = self.classifier(jnp.concatenate([anchor, positive]))
             labels = jnp.concatenate([speakers, speakers])
-            labels = jnp.clip(labels, 0, self.num_speakers - 1)  # out-of-range ids: a wrong config, not NaN
-            cls = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+            # Speaker ids outside [0, num_speakers) (model.num_speakers smaller than the dataset's) are left
+            # out of the loss rather than clipped onto a wrong class; `cls_ignored` makes that visible.
+            known = (labels >= 0) & (labels < self.num_speakers)
+            safe = jnp.where(known, labels, 0)
+            nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), safe[:, None], axis=1)[:, 0]
+            count = jnp.maximum(known.sum(), 1)
+            cls = jnp.sum(jnp.where(known, nll, 0.0)) / count
             total = total + w.get("cls", 0.0) * cls
             metrics["cls"] = cls
-            metrics["cls_acc"] = (jnp.argmax(logits, -1) == labels).astype(jnp.float32).mean()
+            metrics["cls_acc"] = jnp.sum(known & (jnp.argmax(logits, -1) == labels)) / count
+            metrics["cls_ignored"] = 1.0 - known.mean()
         return total, metrics
 
 
-def _load_content_encoder(config, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
-    """The pretrained motion expert of `config.content_encoder_workdir` (loading lives in motion_expert)."""
-    from mirrortalk_jax.models import motion_expert  # only needed when a trained expert is configured
-    load = getattr(motion_expert, "load_content_encoder", None)
-    if load is None:
-        raise NotImplementedError("model.content_encoder_workdir is set, but mirrortalk_jax.models.motion_expert "
-                                  "has no load_content_encoder(workdir, spec, rngs) yet")
-    return load(config.content_encoder_workdir, spec, rngs)
+def content_encoder_from_run(run_dir: str, rngs: nnx.Rngs) -> nnx.Module:
+    """A freshly initialised model with the architecture of the trained run `run_dir` (a motion expert).
+
+    Only the run's config is read here (cheap, no arrays): the factory also runs under eval_shape and jit.
+    The trainer loads the trained weights at a fresh start (see `StyleEncoderModel.pretrained_subtrees`).
+    """
+    from mirrortalk_jax.train import pretrained  # the train package imports the model registry
+    run_config, run_spec = pretrained.load_config(run_dir)
+    model = create_model(run_config.model, run_spec, rngs)
+    if not hasattr(model, "content_embedding"):
+        raise TypeError(f"run {run_dir} trained a {run_config.model.name!r} model, which has no "
+                        "content_embedding(audio_features, mask); point content_encoder_workdir at a motion expert")
+    return model
 
 
 @register("style_encoder")
-def _create(config, spec: MotionSpec, rngs: nnx.Rngs, content_encoder: nnx.Module | None = None
-            ) -> StyleEncoderModel:
+def create_style_encoder_model(config, spec: MotionSpec, rngs: nnx.Rngs, content_encoder: nnx.Module | None = None
+                               ) -> StyleEncoderModel:
+    """The registry factory.
+
+    The content encoder is, in order: `content_encoder` when given (frozen as `Frozen` variables); the motion
+    expert of `config.content_encoder_workdir` (weights loaded and frozen by the trainer); a fixed
+    `RandomContentProjection` of the mean audio features.
+    """
     encoder = StyleEncoder(motion_dim=spec.dim, hidden=config.hidden, num_layers=config.num_layers,
                            num_heads=config.num_heads, mlp_dim=config.mlp_dim, num_slots=config.num_slots,
                            style_dim=config.style_dim, content_dim=config.content_dim,
                            max_frames=config.max_frames, rngs=rngs)
+    run = ""
     if content_encoder is None:
-        if config.get("content_encoder_workdir"):
-            content_encoder = _load_content_encoder(config, spec, rngs)
-        else:
-            content_encoder = RandomContentProjection(config.audio_dim, config.content_dim, rngs)
+        run = config.get("content_encoder_workdir") or ""
+        content_encoder = (content_encoder_from_run(run, rngs) if run
+                           else RandomContentProjection(config.audio_dim, config.content_dim, rngs))
     weights = {k: float(config.loss_weights[k]) for k in config.loss_weights}
     return StyleEncoderModel(encoder, content_encoder, num_speakers=config.num_speakers, weights=weights,
                              margin=config.margin, metric=config.get("distance", "cosine"),
-                             hard_negatives=config.get("hard_negatives", False), rngs=rngs)
+                             hard_negatives=config.get("hard_negatives", False), content_encoder_run=run,
+                             rngs=rngs)

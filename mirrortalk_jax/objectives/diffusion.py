@@ -206,7 +206,8 @@ class DiffusionTargets(flax.struct.PyTreeNode):
     target: jax.Array
 
 
-def diffusion_targets(sched: DiffusionSchedule, x0: jax.Array, rng: jax.Array, prediction: str) -> DiffusionTargets:
+def diffusion_targets(sched: DiffusionSchedule, x0: jax.Array, rng: jax.Array,
+                      prediction: str) -> DiffusionTargets:
     """Draws t ~ U{0, .., T-1} and eps ~ N(0, I) per example and builds (x_t, t, noise, target).
 
     x0: (B, L, D) float. rng is split as (t_key, noise_key) = split(rng).
