@@ -67,7 +67,7 @@ class DiTBlock(nnx.Module):
         # Temporal attention: every region attends over the valid frames of its own track.
         h = layers.modulate(self.norm_t(x), mods[0], mods[1])
         h = h.transpose(0, 2, 1, 3).reshape(b * regions, length, hidden)
-        key_mask = jnp.repeat(time_mask, regions, axis=0)[:, None, None, :]
+        key_mask = jnp.repeat(time_mask, regions, axis=0)
         h = self.temporal(h, mask=key_mask).reshape(b, regions, length, hidden).transpose(0, 2, 1, 3)
         x = x + mods[2] * h
         # Spatial attention: the regions of one frame exchange information.
@@ -78,7 +78,7 @@ class DiTBlock(nnx.Module):
         queries = h.reshape(b, length * regions, hidden)
         # Frame t hears the valid audio frames within the band around it: (B, 1, L*G, L).
         mask = jnp.repeat(band_mask, regions, axis=0)[None, None] & time_mask[:, None, None, :]
-        a = self.audio_out(self.audio_attn(queries, audio, mask=mask).reshape(b, length, regions, hidden))
+        a = self.audio_out(self.audio_attn(queries, audio, mask).reshape(b, length, regions, hidden))
         gamma, beta = jnp.split(self.style_film(style).reshape(b, 1, regions, 2 * hidden), 2, axis=-1)
         s = self.style_out(h * gamma + beta)
         x = x + gates[:, None, :, 0:1] * a + gates[:, None, :, 1:2] * s
@@ -99,8 +99,7 @@ class DiTDenoiser(nnx.Module):
         self.audio_radius = audio_radius
         g = len(self.regions)
         self.embed_in = nnx.List([layers.dense(len(ix), hidden, ("motion", "embed"), rngs) for ix in self.indices])
-        self.region_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (g, hidden)),
-                                          out_sharding=(None, "embed"))
+        self.region_embedding = layers.param(rngs, layers.scaled_normal(0.02), (g, hidden), (None, "embed"))
         self.time_mlp_in = layers.dense(hidden, hidden, ("embed", "mlp"), rngs)
         self.time_mlp_out = layers.dense(hidden, hidden, ("mlp", "embed"), rngs)
         self.audio_in = layers.dense(audio_dim, hidden, ("audio", "embed"), rngs)

@@ -22,16 +22,8 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.evaluate import sync
+from mirrortalk_jax.models import layers
 from mirrortalk_jax.models.registry import register
-
-_dense = nnx.initializers.lecun_normal()
-_zeros = nnx.initializers.zeros
-
-
-def _linear(din: int, dout: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(din, dout, kernel_init=nnx.with_partitioning(_dense, axes),
-                      bias_init=nnx.with_partitioning(_zeros, (axes[1],)), rngs=rngs)
-
 
 class WindowEncoder(nnx.Module):
     """(..., K, C) window -> (..., E) unit vector.
@@ -45,12 +37,10 @@ class WindowEncoder(nnx.Module):
     def __init__(self, in_dim: int, in_axis: str, window: int, hidden: int, embed_dim: int, rngs: nnx.Rngs):
         self.window = window
         self.in_dim = in_dim
-        self.frame = _linear(in_dim, hidden, (in_axis, "embed"), rngs)
-        self.temporal = nnx.Conv(hidden, hidden, kernel_size=(window,), padding="VALID",
-                                 kernel_init=nnx.with_partitioning(_dense, ("conv", "embed", "mlp")),
-                                 bias_init=nnx.with_partitioning(_zeros, ("mlp",)), rngs=rngs)
-        self.mlp = _linear(hidden, hidden, ("mlp", "embed"), rngs)
-        self.out = _linear(hidden, embed_dim, ("embed", "kv"), rngs)
+        self.frame = layers.dense(in_dim, hidden, (in_axis, "embed"), rngs)
+        self.temporal = layers.conv1d(hidden, hidden, window, rngs, padding="VALID")
+        self.mlp = layers.dense(hidden, hidden, ("mlp", "embed"), rngs)
+        self.out = layers.dense(hidden, embed_dim, ("embed", "kv"), rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.shape[-2:] != (self.window, self.in_dim):
@@ -112,9 +102,8 @@ class MotionExpert(nnx.Module):
         self.motion_encoder = WindowEncoder(len(self.lower), "motion", window, hidden, embed_dim, rngs)
         self.audio_encoder = WindowEncoder(audio_dim, "audio", window, hidden, embed_dim, rngs)
         # Scalars: logical axes () (rank 0, replicated).
-        self.log_scale = nnx.Param(nnx.with_partitioning(nnx.initializers.constant(math.log(init_logit_scale)), ())(
-            rngs.params(), ()))
-        self.bias = nnx.Param(nnx.with_partitioning(_zeros, ())(rngs.params(), ()))
+        self.log_scale = layers.param(rngs, nnx.initializers.constant(math.log(init_logit_scale)), (), ())
+        self.bias = layers.param(rngs, nnx.initializers.zeros, (), ())
 
     # ----- Embeddings and logits -----
 

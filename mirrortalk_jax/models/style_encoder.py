@@ -16,7 +16,6 @@ disentanglement terms of `mirrortalk_jax.objectives.disentangle`; see `StyleEnco
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
 import jax
@@ -24,90 +23,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
+from mirrortalk_jax.models import layers
 from mirrortalk_jax.models.registry import create_model, register
 from mirrortalk_jax.objectives import disentangle
-
-_zeros = nnx.initializers.zeros
-_ones = nnx.initializers.ones
-# A finite "minus infinity" for masked logits: a row whose keys are all masked (an empty clip) then gets a
-# uniform softmax instead of NaN.
-_MASKED = -1e9
-
-
-def _fan_in_normal(fan_in_axes: tuple[int, ...]):
-    """N(0, 1/fan_in) initializer, fan_in = product of `fan_in_axes` of the shape (LeCun, untruncated).
-
-    Drawn flat and reshaped: with partitionable threefry, XLA on CPU spends about a second
-    compiling one N-D (truncated) normal draw and a third of that on a flat one, and initialisation
-    dominated this model's start-up (the weights are placed by the trainer's out_shardings anyway).
-    """
-    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-        fan_in = math.prod(shape[a] for a in fan_in_axes)
-        return (jax.random.normal(key, (math.prod(shape),), dtype) / math.sqrt(fan_in)).reshape(shape)
-    return init
-
-
-_dense = _fan_in_normal((0,))
-
-
-def _scaled_normal(stddev: float):
-    """N(0, stddev^2), drawn flat (see `_fan_in_normal`)."""
-    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-        return (stddev * jax.random.normal(key, (math.prod(shape),), dtype)).reshape(shape)
-    return init
-
-
-def _param(rngs: nnx.Rngs, init, shape: tuple[int, ...], axes: tuple[str, ...]) -> nnx.Param:
-    return nnx.Param(nnx.with_partitioning(init, axes)(rngs.params(), shape))
-
-
-def _linear(din: int, dout: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(din, dout, kernel_init=nnx.with_partitioning(_dense, axes),
-                      bias_init=nnx.with_partitioning(_zeros, (axes[1],)), rngs=rngs)
-
-
-def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(dim, scale_init=nnx.with_partitioning(_ones, ("embed",)),
-                         bias_init=nnx.with_partitioning(_zeros, ("embed",)), rngs=rngs)
-
-
-class Attention(nnx.Module):
-    """Multi-head attention with logical axes on every weight. (B, Q, H), (B, K, H), mask (B, K) -> (B, Q, H).
-
-    Query, key and value projections share one (H, heads, 3 * head_dim) kernel (fewer arrays to initialise,
-    optimise and checkpoint); the output projection has no bias (a pre-LN residual branch does not need one).
-    """
-
-    def __init__(self, dim: int, num_heads: int, rngs: nnx.Rngs):
-        if dim % num_heads:
-            raise ValueError(f"hidden size {dim} must divide by num_heads={num_heads}")
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.wqkv = _param(rngs, _dense, (dim, num_heads, 3 * self.head_dim), ("embed", "heads", "kv"))
-        self.wo = _param(rngs, _fan_in_normal((0, 1)), (num_heads, self.head_dim, dim), ("heads", "kv", "embed"))
-
-    def __call__(self, queries: jax.Array, keys: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        hd = self.head_dim
-        w = self.wqkv[...]
-        q = jnp.einsum("bqe,ehd->bqhd", queries, w[..., :hd]) / math.sqrt(hd)
-        kv = jnp.einsum("bke,ehd->bkhd", keys, w[..., hd:])
-        k, v = kv[..., :hd], kv[..., hd:]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-        if mask is not None:
-            logits = jnp.where(mask[:, None, None, :], logits, _MASKED)
-        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return jnp.einsum("bqhd,hde->bqe", out, self.wo[...])
-
 
 class EncoderLayer(nnx.Module):
     """Pre-LN transformer layer: x + SelfAttn(LN(x)), then x + MLP(LN(x)). (B, R, H) -> (B, R, H)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, rngs: nnx.Rngs):
-        self.attn_norm = _layer_norm(dim, rngs)
-        self.attn = Attention(dim, num_heads, rngs)
-        self.mlp_norm = _layer_norm(dim, rngs)
-        self.mlp_in = _linear(dim, mlp_dim, ("embed", "mlp"), rngs)
-        self.mlp_out = _linear(mlp_dim, dim, ("mlp", "embed"), rngs)
+        self.attn_norm = layers.layer_norm(dim, rngs)
+        self.attn = layers.Attention(dim, num_heads, rngs)
+        self.mlp_norm = layers.layer_norm(dim, rngs)
+        self.mlp_in = layers.dense(dim, mlp_dim, ("embed", "mlp"), rngs)
+        self.mlp_out = layers.dense(mlp_dim, dim, ("mlp", "embed"), rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         h = self.attn_norm(x)
@@ -131,20 +59,20 @@ class StyleEncoder(nnx.Module):
     def __init__(self, motion_dim: int, hidden: int, num_layers: int, num_heads: int, mlp_dim: int,
                  num_slots: int, style_dim: int, content_dim: int, max_frames: int, rngs: nnx.Rngs):
         self.max_frames = max_frames
-        self.motion_in = _linear(motion_dim, hidden, ("motion", "embed"), rngs)
-        self.positions = _param(rngs, _scaled_normal(0.02), (max_frames, hidden), ("length", "embed"))
+        self.motion_in = layers.dense(motion_dim, hidden, ("motion", "embed"), rngs)
+        self.positions = layers.param(rngs, layers.scaled_normal(0.02), (max_frames, hidden), ("length", "embed"))
         self.layers = nnx.List([EncoderLayer(hidden, num_heads, mlp_dim, rngs) for _ in range(num_layers)])
         # Style memory: M slots of width H, read by every frame. Slots have no mesh axis of their own ("length"
         # maps to none): the table is small.
-        self.memory = _param(rngs, _scaled_normal(1.0), (num_slots, hidden), ("length", "embed"))
-        self.memory_norm = _layer_norm(hidden, rngs)
-        self.memory_read = Attention(hidden, num_heads, rngs)
-        self.pool_norm = _layer_norm(hidden, rngs)
-        self.pool_query = _param(rngs, _scaled_normal(1.0), (1, hidden), ("length", "embed"))
-        self.pool = Attention(hidden, num_heads, rngs)
-        self.out_norm = _layer_norm(hidden, rngs)
-        self.style_head = _linear(hidden, style_dim, ("embed", "mlp"), rngs)
-        self.content_head = _linear(hidden, content_dim, ("embed", "mlp"), rngs)
+        self.memory = layers.param(rngs, layers.scaled_normal(1.0), (num_slots, hidden), ("length", "embed"))
+        self.memory_norm = layers.layer_norm(hidden, rngs)
+        self.memory_read = layers.Attention(hidden, num_heads, rngs)
+        self.pool_norm = layers.layer_norm(hidden, rngs)
+        self.pool_query = layers.param(rngs, layers.scaled_normal(1.0), (1, hidden), ("length", "embed"))
+        self.pool = layers.Attention(hidden, num_heads, rngs)
+        self.out_norm = layers.layer_norm(hidden, rngs)
+        self.style_head = layers.dense(hidden, style_dim, ("embed", "mlp"), rngs)
+        self.content_head = layers.dense(hidden, content_dim, ("embed", "mlp"), rngs)
 
     def pooled(self, motion: jax.Array, mask: jax.Array) -> jax.Array:
         """(B, R, D), (B, R) bool -> (B, H) pooled clip representation."""
@@ -213,7 +141,7 @@ class RandomContentProjection(nnx.Module):
     """
 
     def __init__(self, audio_dim: int, content_dim: int, rngs: nnx.Rngs):
-        self.projection = Frozen(_fan_in_normal((0,))(rngs.params(), (audio_dim, content_dim)))
+        self.projection = Frozen(layers.fan_in_normal((0,))(rngs.params(), (audio_dim, content_dim)))
 
     def content_embedding(self, audio_features: jax.Array, mask: jax.Array) -> jax.Array:
         weights = mask.astype(audio_features.dtype)[..., None]
@@ -266,7 +194,7 @@ class StyleEncoderModel(nnx.Module):
         self.num_speakers = num_speakers
         style_dim = encoder.style_head.out_features
         # Speakers have no mesh axis of their own; "kv" maps to none (the classifier is small).
-        self.classifier = _linear(style_dim, num_speakers, ("mlp", "kv"), rngs) if num_speakers > 0 else None
+        self.classifier = layers.dense(style_dim, num_speakers, ("mlp", "kv"), rngs) if num_speakers > 0 else None
 
     # Read by the trainer (train.state.make_training). Properties, not attributes: a dict attribute would
     # make the graphdef unhashable.
