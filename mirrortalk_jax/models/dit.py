@@ -53,9 +53,9 @@ class DiTBlock(nnx.Module):
         self.spatial = layers.Attention(hidden, num_heads, rngs)
         self.norm_c = layers.layer_norm(hidden, rngs)
         self.audio_attn = layers.Attention(hidden, num_heads, rngs)
-        self.audio_out = layers.dense(hidden, hidden, ("embed", "embed"), rngs, zero_init=True)
+        self.audio_out = layers.dense(hidden, hidden, ("mlp", "embed"), rngs, zero_init=True)
         self.style_film = layers.dense(hidden, 2 * num_regions * hidden, ("embed", "mlp"), rngs)
-        self.style_out = layers.dense(hidden, hidden, ("embed", "embed"), rngs, zero_init=True)
+        self.style_out = layers.dense(hidden, hidden, ("mlp", "embed"), rngs, zero_init=True)
         self.norm_m = layers.layer_norm(hidden, rngs, affine=False)
         self.mlp = layers.FeedForward(hidden, mlp_ratio, rngs)
 

@@ -97,8 +97,14 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules) -> Any:
     everything else (step counters, unannotated leaves) replicated."""
     with nnx.logical_axis_rules(rules):
         specs = nnx.get_partition_spec(abstract_state)
-    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
-                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+    def named(path, spec):
+        try:
+            return NamedSharding(mesh, spec)
+        except ValueError as e:  # e.g. two dimensions mapped to the same mesh axis by the rules
+            raise ValueError(f"parameter {param_groups.path_name(path)}: its logical axes give {spec}, which "
+                             f"this mesh cannot use ({e})") from e
+    return jax.tree_util.tree_map_with_path(named, specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,

@@ -1,0 +1,95 @@
+r"""MirrorTalk stage 2: the hierarchically modulated DiT generator, conditioned on SDSE style codes.
+
+    python -m mirrortalk_jax.main --config=configs/mirrortalk.py:tiny --workdir=runs/mirrortalk_tiny
+
+The full recipe (each stage a run; later stages load earlier runs' weights and freeze them):
+
+    python -m mirrortalk_jax.main --config=configs/motion_expert.py:tiny --workdir=runs/motion_expert_tiny
+    python -m mirrortalk_jax.main --config=configs/style_encoder.py:tiny --workdir=runs/style_encoder_tiny \
+        --config.model.content_encoder_workdir=runs/motion_expert_tiny
+    python -m mirrortalk_jax.main --config=configs/mirrortalk.py:tiny --workdir=runs/mirrortalk_tiny \
+        --config.model.style_encoder_workdir=runs/style_encoder_tiny \
+        --config.model.motion_expert_workdir=runs/motion_expert_tiny
+
+Without the two workdirs the SDSE is trained jointly from scratch and there is no sync loss.
+Variants: `tiny` (2-core CPU, minutes), `base` (paper scale: 512 wide, 12 blocks), `large` (pod scale: 1024
+wide, 24 blocks, FSDP over the `fsdp` mesh axis).
+"""
+
+import ml_collections
+
+from mirrortalk_jax import base_config
+
+SIZES = {  # hidden, blocks, heads, SDSE hidden, SDSE layers, style dim, batch
+    "tiny": (64, 2, 4, 64, 2, 32, 8),
+    "base": (512, 12, 8, 256, 4, 256, 64),
+    "large": (1024, 24, 16, 512, 6, 256, 256),
+}
+
+
+def get_config(arg: str | None = None):
+    variant = arg or "base"
+    if variant not in SIZES:
+        raise ValueError(f"unknown variant {variant!r}: use one of {sorted(SIZES)}")
+    hidden, blocks, heads, sdse_hidden, sdse_layers, style_dim, batch = SIZES[variant]
+    tiny = variant == "tiny"
+    config = base_config.base_config()
+    config.data.synthtalk_variant = "tiny" if tiny else "default"
+    config.data.window_frames = 32 if tiny else 64
+    config.data.reference_frames = 48 if tiny else 128
+
+    m = config.model
+    m.name = "mirrortalk"
+    m.audio_dim = 4 * 80
+    m.hidden, m.num_layers, m.num_heads = hidden, blocks, heads
+    m.mlp_ratio = 4.0
+    m.audio_radius = 4  # frames of audio each frame attends to on either side
+    # Gate logits at initialisation, (audio, style) per region: the prior lower = audio, upper = style.
+    m.gate_prior = ml_collections.ConfigDict({"lower": (2.0, -2.0), "upper": (-2.0, 2.0), "eyes": (-2.0, 2.0),
+                                              "pose": (0.0, 2.0)})
+    m.style_encoder_workdir = ""  # a configs/style_encoder.py run; empty: SDSE trained jointly
+    m.freeze_style_encoder = True  # with a workdir: frozen (True) or fine-tuned (False)
+    m.motion_expert_workdir = ""  # a configs/motion_expert.py run; empty: no sync loss
+
+    # SDSE used when no style_encoder_workdir is given (same fields as configs/style_encoder.py's model).
+    s = m.style_encoder = ml_collections.ConfigDict()
+    s.name = "style_encoder"
+    s.hidden, s.num_layers, s.num_heads = sdse_hidden, sdse_layers, 4
+    s.mlp_dim = 4 * sdse_hidden
+    s.num_slots = 8 if tiny else 32
+    s.style_dim = style_dim
+    s.content_dim = 32
+    s.max_frames = max(config.data.window_frames, config.data.reference_frames)
+    s.audio_dim = m.audio_dim
+    s.content_encoder_workdir = ""
+    s.num_speakers = 0
+    s.margin = 0.2
+    s.distance = "cosine"
+    s.hard_negatives = False
+    s.loss_weights = ml_collections.ConfigDict(dict(triplet=1.0, hsic=1.0, ortho=0.1, content=0.1, cls=0.0))
+
+    m.diffusion = ml_collections.ConfigDict(dict(schedule="cosine", num_steps=1000, prediction="x0",
+                                                 weighting="min_snr"))
+    # Classifier-free guidance: drop audio and style independently, plus both at once.
+    m.cfg = ml_collections.ConfigDict(dict(p_drop_audio=0.1, p_drop_style=0.1, p_drop_both=0.05))
+    m.loss_weights = ml_collections.ConfigDict(dict(smooth=0.5, sync=0.05, style=0.5))
+
+    config.train.batch_size = batch
+    config.train.ema_decay = 0.999 if not tiny else 0.0
+    if tiny:
+        config.train.num_steps = 400
+        config.train.learning_rate = 1e-3
+        config.train.warmup_steps = 40
+        config.train.log_every = 20
+        config.train.eval_every = 200
+        config.train.checkpoint_every = 200
+    else:
+        config.train.num_steps = 200_000
+        config.train.learning_rate = 2e-4
+        config.train.warmup_steps = 2000
+        config.train.checkpoint_every = 2000
+    if variant == "large":
+        config.mesh.ici_fsdp = -1  # shard parameters and optimizer state over all chips of a slice
+        config.mesh.ici_data = 1
+        config.mesh.dcn_data = -1
+    return config

@@ -1,0 +1,169 @@
+"""MirrorTalk: SDSE style code + hierarchically modulated DiT diffusion over motion, with a motion-expert sync loss.
+
+Stages (configs/mirrortalk.py):
+  0. motion expert  (configs/motion_expert.py)        lip-sync expert on lower-face motion vs audio;
+  1. SDSE           (configs/style_encoder.py)        style encoder under the frozen expert's supervision;
+  2. generator      (configs/mirrortalk.py)           this model: DiT denoiser, SDSE frozen or fine-tuned,
+                                                       the expert frozen as an auxiliary sync loss.
+Without `style_encoder_workdir` the SDSE is built from `model.style_encoder` and trained jointly (its own
+stage-1 losses added with weight `loss_weights.style`); without `motion_expert_workdir` there is no sync loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mirrortalk_jax.data.motion_spec import MotionSpec
+from mirrortalk_jax.models.dit import DiTDenoiser
+from mirrortalk_jax.models.registry import create_model, register
+from mirrortalk_jax.objectives import diffusion
+from mirrortalk_jax.sample import diffusion as samplers
+
+
+def _run_model(run_dir: str, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
+    """A fresh model with the architecture of a trained run (the trainer loads its weights at a fresh start)."""
+    from mirrortalk_jax.train import pretrained  # the train package imports the model registry
+
+    run_config, run_spec = pretrained.load_config(run_dir)
+    if run_spec.dim != spec.dim or run_spec.name != spec.name:
+        raise ValueError(f"run {run_dir} was trained on motion space {run_spec.name!r} ({run_spec.dim} channels), "
+                         f"this model uses {spec.name!r} ({spec.dim})")
+    return create_model(run_config.model, run_spec, rngs)
+
+
+def temporal_smoothness(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean squared error of frame-to-frame velocities over pairs of valid frames. (B, L, D) -> ()."""
+    pair = (mask[:, 1:] & mask[:, :-1]).astype(pred.dtype)[..., None]
+    err = jnp.square(jnp.diff(pred, axis=1) - jnp.diff(target, axis=1)) * pair
+    return err.sum() / jnp.maximum(pair.sum() * pred.shape[-1], 1.0)
+
+
+class MirrorTalk(nnx.Module):
+    def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs):
+        self.spec_dim = spec.dim
+        self.style_run = config.get("style_encoder_workdir", "") or ""
+        self.expert_run = config.get("motion_expert_workdir", "") or ""
+        self.freeze_style = bool(config.get("freeze_style_encoder", True)) and bool(self.style_run)
+        if self.style_run:
+            self.style_encoder = _run_model(self.style_run, spec, rngs)
+        else:
+            self.style_encoder = create_model(config.style_encoder, spec, rngs)
+        self.motion_expert = _run_model(self.expert_run, spec, rngs) if self.expert_run else None
+        style_dim = self.style_encoder.encoder.style_head.out_features
+        self.denoiser = DiTDenoiser(spec, audio_dim=config.audio_dim, style_dim=style_dim, hidden=config.hidden,
+                                    num_layers=config.num_layers, num_heads=config.num_heads,
+                                    mlp_ratio=config.mlp_ratio, audio_radius=config.audio_radius,
+                                    gate_prior={k: tuple(v) for k, v in dict(config.gate_prior).items()}, rngs=rngs)
+        d = config.diffusion
+        self.schedule_kind, self.num_train_steps = d.schedule, int(d.num_steps)
+        self.prediction, self.weighting = d.prediction, d.weighting
+        self.p_drop = (float(config.cfg.p_drop_audio), float(config.cfg.p_drop_style), float(config.cfg.p_drop_both))
+        self.weights = tuple(sorted(dict(config.loss_weights).items()))
+
+    # ----- What the trainer reads -----
+
+    @property
+    def pretrained_subtrees(self) -> dict[str, str]:
+        runs = {"style_encoder": self.style_run, "motion_expert": self.expert_run}
+        return {k: v for k, v in runs.items() if v}
+
+    @property
+    def frozen_subtrees(self) -> tuple[str, ...]:
+        frozen = ["motion_expert"] if self.motion_expert is not None else []
+        if self.freeze_style:
+            frozen.append("style_encoder")
+        else:  # fine-tuned SDSE: what it froze itself stays frozen
+            frozen += [f"style_encoder/{s}" for s in getattr(self.style_encoder, "frozen_subtrees", ())]
+        return tuple(frozen)
+
+    def schedule(self) -> diffusion.DiffusionSchedule:
+        return diffusion.make_schedule(self.schedule_kind, self.num_train_steps)
+
+    def style_code(self, reference_motion: jax.Array, reference_mask: jax.Array) -> jax.Array:
+        """(B, R, D), (B, R) -> (B, S); no gradient into a frozen SDSE."""
+        code = self.style_encoder.encoder(reference_motion, reference_mask)
+        return jax.lax.stop_gradient(code) if self.freeze_style else code
+
+    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict[str, Any]]:
+        del train
+        w = dict(self.weights)
+        k_diff, k_drop, k_style = jax.random.split(rng, 3)
+        x0, mask, audio = batch["motion"], batch["motion_mask"], batch["audio_features"]
+        sched = self.schedule()
+        style = self.style_code(batch["reference_motion"], batch["reference_mask"])
+        targets = diffusion.diffusion_targets(sched, x0, k_diff, self.prediction)
+        drop_audio, drop_style = diffusion.condition_drop_masks(k_drop, x0.shape[0], *self.p_drop)
+        pred = self.denoiser(targets.x_t, targets.t, audio, style, drop_audio=drop_audio, drop_style=drop_style,
+                             mask=mask)
+        weights = diffusion.loss_weight(sched, targets.t, self.prediction, self.weighting)
+        denoise = diffusion.diffusion_loss(pred, targets, mask, weights)
+        x0_pred = diffusion.predict_x0(sched, targets.x_t, targets.t, pred, self.prediction)
+        smooth = temporal_smoothness(x0_pred, x0, mask)
+        total = denoise + w.get("smooth", 0.0) * smooth
+        metrics = {"denoise": denoise, "smooth": smooth,
+                   "x0_mse": jnp.sum(jnp.square(x0_pred - x0) * mask[..., None]) / jnp.maximum(
+                       mask.sum() * x0.shape[-1], 1)}
+        if self.motion_expert is not None:
+            # Only where the audio was given: a denoiser told to ignore audio should not be pushed to sync.
+            sync = self.motion_expert.sync_loss(x0_pred, audio, mask & ~drop_audio[:, None])
+            total = total + w.get("sync", 0.0) * sync
+            metrics["sync"] = sync
+        if not self.style_run and w.get("style", 0.0) > 0:
+            style_loss, style_metrics = self.style_encoder.loss(batch, k_style, True)
+            total = total + w["style"] * style_loss
+            metrics.update({f"sdse_{k}": v for k, v in style_metrics.items()})
+        return total, metrics
+
+    # ----- Generation -----
+
+    def denoise_fn(self, gate_override: jax.Array | None = None) -> samplers.Denoiser:
+        """The samplers' denoiser convention over cond = {"audio": (N, L, F), "style": (N, S)}."""
+        def denoise(x_t, t, cond, drop_audio, drop_style):
+            return self.denoiser(x_t, t, cond["audio"], cond["style"], drop_audio=drop_audio,
+                                 drop_style=drop_style, gate_override=gate_override)
+        return denoise
+
+    def sample(self, audio_features: jax.Array, style: jax.Array, rng: jax.Array, *, sampler: str = "ddim",
+               num_steps: int = 20, guidance: samplers.Guidance = samplers.NO_GUIDANCE,
+               known: jax.Array | None = None, known_mask: jax.Array | None = None,
+               gate_override: jax.Array | None = None, **sampler_kwargs) -> jax.Array:
+        """Motion (B, L, D) for audio (B, L, F) and style codes (B, S) in one shot (see `generate` for long audio)."""
+        if sampler not in samplers.SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(samplers.SAMPLERS)}")
+        b, length, _ = audio_features.shape
+        return samplers.SAMPLERS[sampler](
+            self.denoise_fn(gate_override), self.schedule(), (b, length, self.spec_dim), rng,
+            num_steps=num_steps, cond={"audio": audio_features, "style": style}, guidance=guidance, known=known,
+            known_mask=known_mask, prediction=self.prediction, **sampler_kwargs)
+
+
+def generate(model: MirrorTalk, audio_features: jax.Array, reference_motion: jax.Array, reference_mask: jax.Array,
+             rng: jax.Array, *, chunk_frames: int = 64, overlap_frames: int = 8, **sample_kwargs) -> jax.Array:
+    """Motion (B, T, D) for audio of any length T, in memory independent of T.
+
+    The style code is computed once; the audio is cut into chunks of `chunk_frames` sampled by one compiled
+    function, each chunk continuing the previous one through `overlap_frames` inpainted frames.
+    """
+    graphdef, state = nnx.split(model)
+    style = jax.jit(lambda s, r, m: nnx.merge(graphdef, s).style_code(r, m))(state, reference_motion, reference_mask)
+
+    # The weights are an argument, not a closure: closed-over arrays would be baked into the program.
+    @jax.jit
+    def sample_with(state, style, cond, known, known_mask, key):
+        return nnx.merge(graphdef, state).sample(cond["audio"], style, key, known=known, known_mask=known_mask,
+                                                 **sample_kwargs)
+
+    def sample_chunk(cond, known, known_mask, key):
+        return sample_with(state, style, cond, known, known_mask, key)
+
+    return samplers.sample_long(sample_chunk, {"audio": audio_features}, audio_features.shape[1], chunk_frames,
+                                overlap_frames, rng, motion_dim=model.spec_dim)
+
+
+@register("mirrortalk")
+def _create(config, spec: MotionSpec, rngs: nnx.Rngs) -> MirrorTalk:
+    return MirrorTalk(config, spec, rngs)
