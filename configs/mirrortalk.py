@@ -73,6 +73,7 @@ def get_config(arg: str | None = None):
     # Classifier-free guidance: drop audio and style independently, plus both at once.
     m.cfg = ml_collections.ConfigDict(dict(p_drop_audio=0.1, p_drop_style=0.1, p_drop_both=0.05))
     m.loss_weights = ml_collections.ConfigDict(dict(smooth=0.5, sync=0.05, style=0.5))
+    m.eval_sampler_steps = 20  # DDIM steps of the periodic evaluation's samples (and preview videos)
 
     config.train.batch_size = batch
     config.train.ema_decay = 0.999 if not tiny else 0.0

@@ -9,6 +9,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -138,3 +139,34 @@ def test_load_model_and_init_from_a_trained_run(micro_dataset, tmp_path):
         trainer.train_and_evaluate(bad, tmp_path / "third")
     with pytest.raises(FileNotFoundError, match="no checkpoints"):
         pretrained.load_model(tmp_path / "nowhere")
+
+
+class _Flaky(nnx.Module):
+    """Regression loss that is NaN on batches whose first window comes from an even clip (or always)."""
+
+    def __init__(self, config, spec, rngs):
+        from mirrortalk_jax.models.regression import AudioMotionRegressor
+        self.inner = AudioMotionRegressor(320, spec.dim, 16, 1, 3, rngs)
+        self.always = bool(config.always)
+
+    def loss(self, batch, rng, train):
+        loss, metrics = self.inner.loss(batch, rng, train)
+        bad = True if self.always else batch["clip_index"][0] % 2 == 0
+        return jnp.where(bad, jnp.nan, loss), metrics
+
+
+def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(micro_dataset, tmp_path):
+    from mirrortalk_jax.models import registry
+    if "flaky_test_model" not in registry._FACTORIES:
+        registry.register("flaky_test_model")(_Flaky)
+    config = _config(micro_dataset, num_steps=12, max_nonfinite_streak=13)
+    config.model.name = "flaky_test_model"
+    config.model.always = False
+    state = trainer.train_and_evaluate(config, tmp_path / "some")
+    skipped = int(state.nonfinite_total)
+    assert 0 < skipped < 12 and all(np.isfinite(p).all() for p in _params(state))
+    assert sum(m["train/skipped"] for m in read_metrics(tmp_path / "some")) == skipped
+    config.model.always = True
+    config.train.max_nonfinite_streak = 4
+    with pytest.raises(FloatingPointError, match="4 consecutive steps"):
+        trainer.train_and_evaluate(config, tmp_path / "always")

@@ -63,6 +63,7 @@ class MirrorTalk(nnx.Module):
         self.prediction, self.weighting = d.prediction, d.weighting
         self.p_drop = (float(config.cfg.p_drop_audio), float(config.cfg.p_drop_style), float(config.cfg.p_drop_both))
         self.weights = tuple(sorted(dict(config.loss_weights).items()))
+        self.eval_sampler_steps = int(config.get("eval_sampler_steps", 20))
 
     # ----- What the trainer reads -----
 
@@ -139,6 +140,12 @@ class MirrorTalk(nnx.Module):
             self.denoise_fn(gate_override), self.schedule(), (b, length, self.spec_dim), rng,
             num_steps=num_steps, cond={"audio": audio_features, "style": style}, guidance=guidance, known=known,
             known_mask=known_mask, prediction=self.prediction, **sampler_kwargs)
+
+
+    def generate_for_eval(self, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
+        """What the trainer's periodic evaluation samples: motion for held-out windows, DDIM, no guidance."""
+        style = self.style_code(batch["reference_motion"], batch["reference_mask"])
+        return self.sample(batch["audio_features"], style, rng, num_steps=self.eval_sampler_steps)
 
 
 def generate(model: MirrorTalk, audio_features: jax.Array, reference_motion: jax.Array, reference_mask: jax.Array,

@@ -41,7 +41,8 @@ def register(name: str) -> Callable[[Factory], Factory]:
 
 def create_model(model_config, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
     """Instantiates `model_config.name` with its config and the dataset's motion space."""
-    if model_config.name not in _MODULES:
-        raise ValueError(f"unknown model {model_config.name!r}; known: {sorted(_MODULES)}")
-    importlib.import_module(_MODULES[model_config.name])  # registers its factory
+    if model_config.name not in _FACTORIES:  # user code may have registered its own model already
+        if model_config.name not in _MODULES:
+            raise ValueError(f"unknown model {model_config.name!r}; known: {sorted(set(_MODULES) | set(_FACTORIES))}")
+        importlib.import_module(_MODULES[model_config.name])  # registers its factory
     return _FACTORIES[model_config.name](model_config, spec, rngs)

@@ -65,6 +65,7 @@ class Training:
     schedule: optax.Schedule
     param_groups: tuple[tuple[str, float], ...]
     init_from: tuple[tuple[str, str], ...]  # (subtree, trained run dir) to load at a fresh start
+    samples: bool  # the model has `generate_for_eval(batch, rng) -> (B, L, D) motion`
 
 
 def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config) -> Training:
@@ -76,7 +77,8 @@ def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config)
     graphdef, init = make_init(model_factory, tx, train_config.ema_decay > 0)
     init_from = tuple(getattr(abstract_model, "pretrained_subtrees", {}).items()) + tuple(
         tuple(x) for x in train_config.get("init_from") or ())
-    return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from)
+    return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from,
+                    samples=hasattr(abstract_model, "generate_for_eval"))
 
 
 def make_init(model_factory: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
@@ -142,13 +144,25 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
     return train_step
 
 
+def _eval_model(graphdef: nnx.GraphDef, state: TrainState, use_ema: bool) -> nnx.Module:
+    params = state.ema_params if (use_ema and state.ema_params is not None) else state.params
+    return nnx.merge(graphdef, params, state.model_state)
+
+
 def make_eval_step(graphdef: nnx.GraphDef, use_ema: bool) -> Callable:
     """`eval_step(state, batch, rng) -> metrics` with the EMA parameters when there are any."""
 
     def eval_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
-        params = state.ema_params if (use_ema and state.ema_params is not None) else state.params
-        model = nnx.merge(graphdef, params, state.model_state)
-        loss, metrics = model.loss(batch, rng, train=False)
+        loss, metrics = _eval_model(graphdef, state, use_ema).loss(batch, rng, train=False)
         return {**metrics, "loss": loss}
 
     return eval_step
+
+
+def make_sample_step(graphdef: nnx.GraphDef, use_ema: bool) -> Callable:
+    """`sample_step(state, batch, rng) -> (B, L, D)` motion generated for held-out windows."""
+
+    def sample_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+        return _eval_model(graphdef, state, use_ema).generate_for_eval(batch, rng)
+
+    return sample_step

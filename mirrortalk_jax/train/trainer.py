@@ -6,8 +6,10 @@ through `models.registry.create_model` and its `loss(batch, rng, train)`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import time
 import logging
 import os
 import signal
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.sources import ClipSource
+from mirrortalk_jax.evaluate import motion_error, preview
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, param_groups, pretrained, state as state_lib
 from mirrortalk_jax.train.metrics import MetricWriter
@@ -62,15 +65,34 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _evaluate(eval_step, state, source: ClipSource, config, mesh, rng) -> dict[str, float]:
-    """Mean metrics over a fixed set of held-out windows (the same windows at every evaluation)."""
-    ds = pipeline.training_dataset(source, window_config(config.data), batch_size=config.train.batch_size,
-                                   seed=config.train.seed)
+def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, rng, workdir: Path,
+              step: int) -> dict[str, float]:
+    """Mean metrics over a fixed set of held-out windows (the same windows at every evaluation).
+
+    Models that generate (`generate_for_eval`) also sample the first batch: its errors against the ground
+    truth are logged, and on motion spaces with a face drawer a preview mp4 (ground truth | generated, with the
+    window's audio) is written to WORKDIR/previews/.
+    """
+    window = dataclasses.replace(window_config(config.data), waveform=True)
+    ds = pipeline.training_dataset(source, window, batch_size=config.train.batch_size, seed=config.train.seed)
     totals: dict[str, float] = {}
-    for batch in itertools.islice(iter(ds), config.train.eval_batches):
-        metrics = jax.device_get(eval_step(state, pipeline.to_global_batch(batch, mesh), rng))
+    for i, local in enumerate(itertools.islice(iter(ds), config.train.eval_batches)):
+        batch = pipeline.to_global_batch(local, mesh)
+        metrics = jax.device_get(eval_step(state, batch, rng))
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
+        if sample_step is None or i:
+            continue
+        # Global arrays may span processes: gather what the host-side metrics and the preview need.
+        generated, target, mask, audio = (np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in (
+            sample_step(state, batch, rng), batch["motion"], batch["motion_mask"], batch["waveform"]))
+        totals.update({f"sample/{k}": v for k, v in motion_error.region_errors(generated, target, mask,
+                                                                               source.spec).items()})
+        if jax.process_index() == 0 and preview.can_preview(source.spec):
+            valid = int(mask[0].sum())
+            preview.write_side_by_side(workdir / "previews" / f"step_{step:07d}.mp4",
+                                       [target[0, :valid], generated[0, :valid]], fps=source.spec.fps,
+                                       audio=audio[0, :valid * int(round(16000 / source.spec.fps))])
     return totals
 
 
@@ -123,11 +145,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                          out_shardings=(shardings, replicated), donate_argnums=0)
     eval_step = jax.jit(state_lib.make_eval_step(training.graphdef, tc.ema_decay > 0),
                         in_shardings=(shardings, batch_sharding, replicated), out_shardings=replicated)
+    sample_step = jax.jit(state_lib.make_sample_step(training.graphdef, tc.ema_decay > 0),
+                          in_shardings=(shardings, batch_sharding, replicated),
+                          out_shardings=batch_sharding) if training.samples else None
 
     # ----- Loop -----
     writer = MetricWriter(workdir)
     preemption = _Preemption()
     start = int(jax.device_get(state.step))
+    frames_per_step = tc.batch_size * config.data.window_frames
+    last_log = (time.perf_counter(), start)
     try:
         with tqdm(total=tc.num_steps, initial=start, desc="train", unit="step",
                   disable=jax.process_index() != 0) as bar:
@@ -137,6 +164,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 bar.update(1)
                 if step % tc.log_every == 0 or step == tc.num_steps:
                     metrics = jax.device_get(metrics)
+                    now = time.perf_counter()
+                    metrics["frames_per_s"] = frames_per_step * (step - last_log[1]) / max(now - last_log[0], 1e-9)
+                    last_log = (now, step)
                     writer.write(step, metrics, prefix="train/")
                     bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
                     streak = int(jax.device_get(state.nonfinite_streak))
@@ -144,8 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                         raise FloatingPointError(f"{streak} consecutive steps had a non-finite loss or gradient "
                                                  f"(last at step {step}); parameters are from before them")
                 if eval_source is not None and step % tc.eval_every == 0:
-                    writer.write(step, _evaluate(eval_step, state, eval_source, config, mesh, step_rng),
-                                 prefix="eval/")
+                    writer.write(step, _evaluate(eval_step, sample_step, state, eval_source, config, mesh,
+                                                 step_rng, workdir, step), prefix="eval/")
                 ckpt.save(step, state, train_iter, meta)
                 if preemption.requested:
                     break
