@@ -6,7 +6,8 @@ No public code defines MirrorTalk's StyleSim; we use the working definition of t
   reference clip it was asked to imitate, averaged over the evaluated sequences. 1 = same direction.
 * **Style retrieval accuracy** (top-1): for every generated sequence, the nearest embedding (by cosine) in a
   gallery of reference embeddings of all evaluated speakers; correct when that reference belongs to the same
-  speaker. Chance level is about 1 / (number of speakers).
+  speaker. Chance level is about 1 / (number of speakers). References cut from the query's own clip should
+  be excluded (`exclude`): they would be found through shared content, not style.
 
 The embeddings come from a FROZEN style encoder of an independently trained run (e.g. configs/style_encoder.py
 with another seed), never from the generator's own SDSE: a generator conditioned on an SDSE code could score
@@ -63,23 +64,36 @@ def style_similarity(generated, reference) -> float:
     return float(cosine_similarity(generated, reference).mean())
 
 
-def retrieval_predictions(queries, gallery, gallery_labels) -> np.ndarray:
+def retrieval_predictions(queries, gallery, gallery_labels, exclude=None) -> np.ndarray:
     """Label of the gallery embedding nearest (highest cosine) to each query: (Q, S), (G, S), (G,) -> (Q,).
-    Ties go to the first gallery entry."""
+
+    exclude: optional (Q, G) bool, True where gallery entry g may not answer query q (e.g. a reference cut
+    from the query's own clip, which would be found through shared content rather than style). Ties go to the
+    first gallery entry.
+    """
     q, g = _embeddings(queries, "queries"), _embeddings(gallery, "gallery")
     labels = np.asarray(gallery_labels)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"queries and gallery must have the same embedding size, got {q.shape} and {g.shape}")
     if labels.shape != (g.shape[0],):
         raise ValueError(f"gallery_labels must have shape ({g.shape[0]},), got {labels.shape}")
-    return labels[np.argmax(_normalize(q) @ _normalize(g).T, axis=1)]
+    sims = _normalize(q) @ _normalize(g).T
+    if exclude is not None:
+        exclude = np.asarray(exclude, bool)
+        if exclude.shape != sims.shape:
+            raise ValueError(f"exclude must have shape (Q, G) = {sims.shape}, got {exclude.shape}")
+        if exclude.all(axis=1).any():
+            raise ValueError("exclude leaves some query without any gallery entry")
+        sims = np.where(exclude, -np.inf, sims)
+    return labels[np.argmax(sims, axis=1)]
 
 
-def retrieval_accuracy(queries, query_labels, gallery, gallery_labels) -> float:
+def retrieval_accuracy(queries, query_labels, gallery, gallery_labels, exclude=None) -> float:
     """Top-1 style retrieval accuracy: the share of queries whose nearest gallery embedding (cosine) has the
-    query's label (speaker). queries (Q, S), query_labels (Q,), gallery (G, S), gallery_labels (G,)."""
+    query's label (speaker). queries (Q, S), query_labels (Q,), gallery (G, S), gallery_labels (G,);
+    exclude (Q, G) bool as in `retrieval_predictions`."""
     query_labels = np.asarray(query_labels)
-    predicted = retrieval_predictions(queries, gallery, gallery_labels)
+    predicted = retrieval_predictions(queries, gallery, gallery_labels, exclude)
     if query_labels.shape != predicted.shape:
         raise ValueError(f"query_labels must have shape {predicted.shape}, got {query_labels.shape}")
     return float(np.mean(predicted == query_labels))
