@@ -170,3 +170,28 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(micro_dataset, tmp
     config.train.max_nonfinite_streak = 4
     with pytest.raises(FloatingPointError, match="4 consecutive steps"):
         trainer.train_and_evaluate(config, tmp_path / "always")
+
+
+def test_killed_run_resumes_with_the_same_losses(micro_dataset, tmp_path):
+    """SIGKILL mid-run (no chance to save), restart: the run continues from the last checkpoint and every
+    loss from there on equals the uninterrupted run's."""
+    flags = [f"--config={ROOT}/configs/synthtalk_regression.py:tiny", f"--config.data.dataset_dir={micro_dataset}",
+             "--config.data.window_frames=16", "--config.train.batch_size=8", "--config.train.num_steps=30",
+             "--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.checkpoint_every=4",
+             "--config.train.decay_steps=30", "--config.train.warmup_steps=2"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    run = lambda workdir: [sys.executable, "-m", "mirrortalk_jax.main", f"--workdir={workdir}", *flags]  # noqa: E731
+    subprocess.run(run(tmp_path / "straight"), env=env, check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(run(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 10):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    saved = [int(p.name) for p in (tmp_path / "killed" / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved and max(saved) < 30  # killed mid-run, after at least one checkpoint
+    subprocess.run(run(tmp_path / "killed"), env=env, check=True, capture_output=True, timeout=300)
+    want = {m["step"]: m["train/loss"] for m in read_metrics(tmp_path / "straight")}
+    got = {m["step"]: m["train/loss"] for m in read_metrics(tmp_path / "killed")}  # later lines win
+    assert got == want
