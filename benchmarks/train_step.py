@@ -15,7 +15,8 @@ values: speed does not depend on them, and no dataset is needed). The step is co
     aliased by donation, and peak ~= argument + output + temp - alias (MiB, per device);
   - ms/step, steps/s and frames/s (= batch * window_frames * steps/s) over `--steps` steps after `--warmup`
     steps, timed from dispatch to `block_until_ready`;
-  - the parameter count, and the compiler's FLOP estimate per step where the backend gives one.
+  - the parameter count, and the compiler's FLOP estimate per step (one device's program x the number of
+    devices) where the backend gives one, with the FLOP rate it implies.
 
 Prints one JSON object, then a Markdown table.
 
@@ -180,7 +181,8 @@ def bench_variant(variant: str, args, on_cpu: bool) -> dict:
         raise FloatingPointError(f"{variant}: non-finite loss {loss} on synthetic data")
 
     steps_per_s = steps / elapsed
-    flops = flops_per_step(compiled)
+    flops = flops_per_step(compiled)  # the compiler's estimate for one device's program
+    flops = flops * mesh.size if flops else None
     m = config.model
     return {
         "variant": variant, "hidden": m.hidden, "blocks": m.num_layers, "heads": m.num_heads,

@@ -145,3 +145,19 @@ def test_guidance_runs_only_the_branches_it_needs():
         samplers.sample_ddim(counting, model.schedule(), (1, 8, 18), jax.random.key(0), num_steps=2,
                              cond={"audio": audio, "style": style}, guidance=guidance)
         assert set(seen) == {batch}
+
+
+def test_dpm_solver_under_jit_and_generation_compiles_once():
+    model = _model()
+    audio = jax.random.normal(jax.random.key(0), (1, 40, 320))
+    ref = jax.random.normal(jax.random.key(1), (1, 24, 18))
+    mask = jnp.ones((1, 24), bool)
+    first = mirrortalk.generate(model, audio, ref, mask, jax.random.key(2), chunk_frames=16, overlap_frames=4,
+                                sampler="dpm_solver", num_steps=3)
+    assert first.shape == (1, 40, 18) and np.isfinite(np.asarray(first)).all()
+    _, sample_chunk = mirrortalk._compiled_generation(nnx.graphdef(model), (("num_steps", 3),
+                                                                            ("sampler", "dpm_solver")))
+    compiled = sample_chunk._cache_size()
+    mirrortalk.generate(model, audio[:, :30], ref, mask, jax.random.key(3), chunk_frames=16, overlap_frames=4,
+                        sampler="dpm_solver", num_steps=3)
+    assert sample_chunk._cache_size() == compiled == 1

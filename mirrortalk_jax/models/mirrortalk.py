@@ -11,6 +11,7 @@ stage-1 losses added with weight `loss_weights.style`); without `motion_expert_w
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -82,7 +83,9 @@ class MirrorTalk(nnx.Module):
         return tuple(frozen)
 
     def schedule(self) -> diffusion.DiffusionSchedule:
-        return diffusion.make_schedule(self.schedule_kind, self.num_train_steps)
+        # Concrete arrays even under jit: samplers derive their timestep grids (e.g. log-SNR spacing) from it.
+        with jax.ensure_compile_time_eval():
+            return diffusion.make_schedule(self.schedule_kind, self.num_train_steps)
 
     def style_code(self, reference_motion: jax.Array, reference_mask: jax.Array) -> jax.Array:
         """(B, R, D), (B, R) -> (B, S); no gradient into a frozen SDSE."""
@@ -148,21 +151,38 @@ class MirrorTalk(nnx.Module):
         return self.sample(batch["audio_features"], style, rng, num_steps=self.eval_sampler_steps)
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_generation(graphdef: nnx.GraphDef, sample_kwargs: tuple[tuple[str, Any], ...]):
+    """Jitted style-code and chunk-sampler functions, made once per model structure and sampler settings.
+
+    The weights are arguments, not closures: closed-over arrays would be baked into the program.
+    """
+    kwargs = dict(sample_kwargs)
+
+    @jax.jit
+    def style_code(state, reference_motion, reference_mask):
+        return nnx.merge(graphdef, state).style_code(reference_motion, reference_mask)
+
+    @jax.jit
+    def sample_chunk(state, style, cond, known, known_mask, key):
+        return nnx.merge(graphdef, state).sample(cond["audio"], style, key, known=known, known_mask=known_mask,
+                                                 **kwargs)
+
+    return style_code, sample_chunk
+
+
 def generate(model: MirrorTalk, audio_features: jax.Array, reference_motion: jax.Array, reference_mask: jax.Array,
              rng: jax.Array, *, chunk_frames: int = 64, overlap_frames: int = 8, **sample_kwargs) -> jax.Array:
     """Motion (B, T, D) for audio of any length T, in memory independent of T.
 
     The style code is computed once; the audio is cut into chunks of `chunk_frames` sampled by one compiled
-    function, each chunk continuing the previous one through `overlap_frames` inpainted frames.
+    function (compiled once per model structure and sampler settings, reused across calls), each chunk
+    continuing the previous one through `overlap_frames` inpainted frames. `sample_kwargs` go to
+    `MirrorTalk.sample` (sampler, num_steps, guidance, ...) and must be hashable.
     """
     graphdef, state = nnx.split(model)
-    style = jax.jit(lambda s, r, m: nnx.merge(graphdef, s).style_code(r, m))(state, reference_motion, reference_mask)
-
-    # The weights are an argument, not a closure: closed-over arrays would be baked into the program.
-    @jax.jit
-    def sample_with(state, style, cond, known, known_mask, key):
-        return nnx.merge(graphdef, state).sample(cond["audio"], style, key, known=known, known_mask=known_mask,
-                                                 **sample_kwargs)
+    style_code, sample_with = _compiled_generation(graphdef, tuple(sorted(sample_kwargs.items())))
+    style = style_code(state, reference_motion, reference_mask)
 
     def sample_chunk(cond, known, known_mask, key):
         return sample_with(state, style, cond, known, known_mask, key)
