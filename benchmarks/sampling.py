@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import statistics
 import time
@@ -46,15 +45,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mirrortalk_jax import base_config
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
 
 def load_config(variant: str):
-    spec = importlib.util.spec_from_file_location("mirrortalk_config", ROOT / "configs" / "mirrortalk.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return base_config.load_config_file(str(ROOT / "configs" / "mirrortalk.py"), variant)
 
 
 def parse_sampler(text: str) -> tuple[str, int]:

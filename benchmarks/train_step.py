@@ -31,7 +31,6 @@ memory scale; real training speed is measured on a GPU/TPU with this same script
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -39,16 +38,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mirrortalk_jax import base_config
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 CPU_BATCH_CAP = 8
 
 
 def load_config(variant: str):
-    spec = importlib.util.spec_from_file_location("mirrortalk_config", ROOT / "configs" / "mirrortalk.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return base_config.load_config_file(str(ROOT / "configs" / "mirrortalk.py"), variant)
 
 
 def parse_mesh(text: str) -> dict[str, int]:

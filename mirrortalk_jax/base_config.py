@@ -53,3 +53,19 @@ def base_config() -> ml_collections.ConfigDict:
     config.mesh.dcn_tensor = 1
     config.mesh.logical_axis_rules = ()  # empty: train.mesh.DEFAULT_RULES
     return config
+
+
+def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of a config file given by path ("configs/x.py", or "configs/x.py:tiny"), as the
+    --config flag reads it, for scripts, benchmarks and tests."""
+    import importlib.util
+    import os
+
+    if variant is None and ":" in os.path.basename(path):
+        path, variant = path.rsplit(":", 1)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config file {path}")
+    spec = importlib.util.spec_from_file_location(f"config_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)

@@ -1,7 +1,6 @@
 """The shared trainer on the audio-regression model: learning, sharding, exact resume, preemption, configs."""
 
 import glob
-import importlib.util
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mirrortalk_jax import base_config
 from mirrortalk_jax.train import mesh as mesh_lib
 from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.metrics import read_metrics
@@ -22,10 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_config(path, arg):
-    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return base_config.load_config_file(os.path.join(ROOT, path), arg)
 
 
 def _config(dataset, **train):
