@@ -131,6 +131,12 @@ def test_load_model_and_init_from_a_trained_run(micro_dataset, tmp_path):
                                   np.asarray(trained.params["audio_in"]["kernel"]))
     assert not np.array_equal(np.asarray(second.params["motion_out"]["kernel"]),
                               np.asarray(trained.params["motion_out"]["kernel"]))
+    # Resuming a run with a frozen group (its optimizer state holds empty MaskedNodes) works too.
+    config.train.num_steps = 5
+    resumed = trainer.train_and_evaluate(config, tmp_path / "second")
+    assert int(resumed.step) == 5
+    np.testing.assert_array_equal(np.asarray(resumed.params["audio_in"]["kernel"]),
+                                  np.asarray(trained.params["audio_in"]["kernel"]))
     bad = _config(micro_dataset, num_steps=1, init_from=(("blocks", str(tmp_path / "first")),))
     with pytest.raises(ValueError, match="does not fit parameter subtree 'blocks'"):
         trainer.train_and_evaluate(bad, tmp_path / "third")

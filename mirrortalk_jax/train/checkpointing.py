@@ -12,6 +12,7 @@ from typing import Any
 
 import grain
 import jax
+import optax
 import orbax.checkpoint as ocp
 
 
@@ -65,5 +66,11 @@ class Checkpointer:
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
-    """ShapeDtypeStructs that carry the shardings to restore onto."""
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
+    """ShapeDtypeStructs that carry the shardings to restore onto.
+
+    Frozen parameter groups leave empty `optax.MaskedNode`s in the optimizer state; they hold no array and
+    pass through unchanged.
+    """
+    def leaf(a, s):
+        return a if isinstance(a, optax.MaskedNode) else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+    return jax.tree.map(leaf, abstract_state, shardings, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
