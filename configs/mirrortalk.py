@@ -41,6 +41,9 @@ def get_config(arg: str | None = None):
     m = config.model
     m.name = "mirrortalk"
     m.audio_dim = 4 * 80
+    # Fixed audio standardisation: log-mel with floor log(1e-5) is about -7.5 +- 3.7 on SynthTalk; set 0 / 1 (or
+    # your features' statistics) for other `data.audio_feature`s.
+    m.audio_mean, m.audio_std = -7.5, 3.7
     m.hidden, m.num_layers, m.num_heads = hidden, blocks, heads
     m.mlp_ratio = 4.0
     m.audio_radius = 4  # frames of audio each frame attends to on either side

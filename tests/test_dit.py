@@ -106,3 +106,12 @@ def test_jit_and_grad():
     with pytest.raises(ValueError, match="must divide"):
         DiTDenoiser(SYNTHTALK_SPEC, audio_dim=F, style_dim=S, hidden=10, num_layers=1, num_heads=4,
                     rngs=nnx.Rngs(0))
+
+
+def test_audio_standardisation():
+    model = _model()
+    x, t, audio, style = _inputs()
+    model.audio_mean, model.audio_std = -7.5, 3.7
+    standardised = model(x, t, audio * 3.7 - 7.5, style)
+    model.audio_mean, model.audio_std = 0.0, 1.0
+    np.testing.assert_allclose(standardised, model(x, t, audio, style), rtol=1e-4, atol=1e-5)

@@ -91,12 +91,16 @@ class DiTDenoiser(nnx.Module):
 
     def __init__(self, spec: MotionSpec, *, audio_dim: int, style_dim: int, hidden: int, num_layers: int,
                  num_heads: int, mlp_ratio: float = 4.0, audio_radius: int = 4,
-                 gate_prior: Mapping[str, tuple[float, float]] | None = None, rngs: nnx.Rngs):
+                 gate_prior: Mapping[str, tuple[float, float]] | None = None, audio_mean: float = 0.0,
+                 audio_std: float = 1.0, rngs: nnx.Rngs):
         self.regions = spec.group_names
         self.indices = tuple(tuple(int(i) for i in spec.group_indices(g)) for g in self.regions)  # static
         self.motion_dim = spec.dim
         self.hidden = hidden
         self.audio_radius = audio_radius
+        # Fixed standardisation of the audio features (log-mel sits around -7.5 +- 3.7): raw values would
+        # saturate the audio cross-attention at initialisation and the audio path would barely learn.
+        self.audio_mean, self.audio_std = float(audio_mean), float(audio_std)
         g = len(self.regions)
         self.embed_in = nnx.List([layers.dense(len(ix), hidden, ("motion", "embed"), rngs) for ix in self.indices])
         self.region_embedding = layers.param(rngs, layers.scaled_normal(0.02), (g, hidden), (None, "embed"))
@@ -136,7 +140,7 @@ class DiTDenoiser(nnx.Module):
         tokens = tokens + self.region_embedding[...][None, None]
         tokens = tokens + layers.sinusoidal_embedding(jnp.arange(length), self.hidden)[None, :, None, :]
         c = self.time_embedding(t)
-        audio = self.audio_in(audio_features) + layers.sinusoidal_embedding(jnp.arange(length), self.hidden)[None]
+        audio = self.audio_in((audio_features - self.audio_mean) / self.audio_std) + layers.sinusoidal_embedding(jnp.arange(length), self.hidden)[None]
         style = self.style_in(style_code)
         if drop_audio is not None:
             audio = jnp.where(drop_audio[:, None, None], self.null_audio[...], audio)

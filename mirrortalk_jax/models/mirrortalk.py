@@ -58,7 +58,9 @@ class MirrorTalk(nnx.Module):
         self.denoiser = DiTDenoiser(spec, audio_dim=config.audio_dim, style_dim=style_dim, hidden=config.hidden,
                                     num_layers=config.num_layers, num_heads=config.num_heads,
                                     mlp_ratio=config.mlp_ratio, audio_radius=config.audio_radius,
-                                    gate_prior={k: tuple(v) for k, v in dict(config.gate_prior).items()}, rngs=rngs)
+                                    gate_prior={k: tuple(v) for k, v in dict(config.gate_prior).items()},
+                                    audio_mean=config.get("audio_mean", 0.0), audio_std=config.get("audio_std", 1.0),
+                                    rngs=rngs)
         d = config.diffusion
         self.schedule_kind, self.num_train_steps = d.schedule, int(d.num_steps)
         self.prediction, self.weighting = d.prediction, d.weighting
