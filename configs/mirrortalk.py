@@ -28,9 +28,7 @@ SIZES = {  # hidden, blocks, heads, SDSE hidden, SDSE layers, style dim, batch
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "base"
-    if variant not in SIZES:
-        raise ValueError(f"unknown variant {variant!r}: use one of {sorted(SIZES)}")
+    variant = base_config.variant(arg, SIZES, "base")
     hidden, blocks, heads, sdse_hidden, sdse_layers, style_dim, batch = SIZES[variant]
     tiny = variant == "tiny"
     config = base_config.base_config()
@@ -81,12 +79,8 @@ def get_config(arg: str | None = None):
     config.train.batch_size = batch
     config.train.ema_decay = 0.999 if not tiny else 0.0
     if tiny:
-        config.train.num_steps = 400
-        config.train.learning_rate = 1e-3
-        config.train.warmup_steps = 40
-        config.train.log_every = 20
-        config.train.eval_every = 200
-        config.train.checkpoint_every = 200
+        base_config.cpu_budget(config, batch_size=batch, num_steps=400, warmup_steps=40, eval_every=200,
+                               learning_rate=1e-3)
     else:
         config.train.num_steps = 200_000
         config.train.learning_rate = 2e-4

@@ -11,9 +11,7 @@ from mirrortalk_jax import base_config
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "default"
-    if variant not in ("tiny", "default"):
-        raise ValueError(f"unknown variant {variant!r}: use tiny or default")
+    variant = base_config.variant(arg, ("tiny", "default"), "default")
     config = base_config.base_config()
     config.data.synthtalk_variant = variant
     config.model.name = "motion_expert"
@@ -35,13 +33,8 @@ def get_config(arg: str | None = None):
     config.model.audio_std = 3.7
     config.model.init_logit_scale = 5.0
     if variant == "tiny":
-        config.train.batch_size = 16
-        config.train.num_steps = 300
-        config.train.learning_rate = 2e-3
-        config.train.warmup_steps = 20
-        config.train.log_every = 20
-        config.train.eval_every = 100
-        config.train.checkpoint_every = 100
+        base_config.cpu_budget(config, batch_size=16, num_steps=300, warmup_steps=20, eval_every=100,
+                               learning_rate=2e-3)
     else:
         config.train.batch_size = 64
         config.train.num_steps = 20_000

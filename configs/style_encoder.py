@@ -18,9 +18,7 @@ from mirrortalk_jax import base_config
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "default"
-    if variant not in ("tiny", "default"):
-        raise ValueError(f"unknown variant {variant!r}: use tiny or default")
+    variant = base_config.variant(arg, ("tiny", "default"), "default")
     tiny = variant == "tiny"
     config = base_config.base_config()
     config.data.synthtalk_variant = variant
@@ -49,13 +47,8 @@ def get_config(arg: str | None = None):
     m.loss_weights = ml_collections.ConfigDict(dict(triplet=1.0, hsic=1.0, ortho=0.1, content=0.1, cls=0.1))
 
     if tiny:
-        config.train.batch_size = 8
-        config.train.num_steps = 300
-        config.train.learning_rate = 1e-3
-        config.train.warmup_steps = 20
-        config.train.log_every = 20
-        config.train.eval_every = 100
-        config.train.checkpoint_every = 100
+        base_config.cpu_budget(config, batch_size=8, num_steps=300, warmup_steps=20, eval_every=100,
+                               learning_rate=1e-3)
     else:
         config.train.batch_size = 64
         config.train.num_steps = 20_000

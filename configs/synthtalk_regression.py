@@ -9,9 +9,7 @@ from mirrortalk_jax import base_config
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "default"
-    if variant not in ("tiny", "default"):
-        raise ValueError(f"unknown variant {variant!r}: use tiny or default")
+    variant = base_config.variant(arg, ("tiny", "default"), "default")
     config = base_config.base_config()
     config.data.synthtalk_variant = variant
     config.model.name = "audio_regression"
@@ -20,10 +18,5 @@ def get_config(arg: str | None = None):
     config.model.num_layers = 2 if variant == "tiny" else 6
     config.model.kernel_size = 5
     if variant == "tiny":
-        config.train.batch_size = 8
-        config.train.num_steps = 200
-        config.train.warmup_steps = 20
-        config.train.log_every = 20
-        config.train.eval_every = 100
-        config.train.checkpoint_every = 100
+        base_config.cpu_budget(config, batch_size=8, num_steps=200, warmup_steps=20, eval_every=100)
     return config

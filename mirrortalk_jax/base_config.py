@@ -55,6 +55,24 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def variant(arg: str | None, choices, default: str) -> str:
+    """The config variant asked for (`configs/x.py:<variant>`), checked against `choices`."""
+    name = arg or default
+    if name not in choices:
+        raise ValueError(f"unknown variant {name!r}: use one of {sorted(choices)}")
+    return name
+
+
+def cpu_budget(config: ml_collections.ConfigDict, *, batch_size: int, num_steps: int, warmup_steps: int,
+               eval_every: int, learning_rate: float | None = None) -> None:
+    """The loop cadence of a `tiny` variant, sized for a 2-core CPU in minutes: logs every 20 steps, checkpoints
+    at every evaluation."""
+    config.train.update(batch_size=batch_size, num_steps=num_steps, warmup_steps=warmup_steps, log_every=20,
+                        eval_every=eval_every, checkpoint_every=eval_every)
+    if learning_rate is not None:
+        config.train.learning_rate = learning_rate
+
+
 def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
     """`get_config(variant)` of a config file given by path ("configs/x.py", or "configs/x.py:tiny"), as the
     --config flag reads it, for scripts, benchmarks and tests."""
