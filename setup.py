@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "soundfile>=0.13",
     "espeakng-loader>=0.2.4,<0.3",
     "tqdm>=4.66",
+    # Checkpoint converters read safetensors without torch.
+    "safetensors>=0.4",
 ]
 
 EXTRAS_REQUIRE = {

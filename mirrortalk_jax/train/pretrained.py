@@ -72,7 +72,14 @@ def _restore(run_dir: str | os.PathLike, step: int | None):
 
 
 def load_model(run_dir: str | os.PathLike, step: int | None = None, use_ema: bool = True) -> LoadedRun:
-    """The trained model of a run (its EMA parameters when it kept them and `use_ema`)."""
+    """The trained model of a run (its EMA parameters when it kept them and `use_ema`).
+
+    `run_dir` may also be a converted checkpoint (tools/convert_*.py): its model and config, step 0.
+    """
+    from mirrortalk_jax.convert import converted, run  # noqa: PLC0415 - converters are rarely needed
+    if converted.is_converted(run_dir):
+        model, model_config, spec = run.load_converted(run_dir)
+        return LoadedRun(model, ml_collections.ConfigDict({"model": model_config.to_dict()}), spec, 0)
     graphdef, state, config, spec, step = _restore(run_dir, step)
     params = state.ema_params if (use_ema and state.ema_params is not None) else state.params
     return LoadedRun(nnx.merge(graphdef, params, state.model_state), config, spec, step)

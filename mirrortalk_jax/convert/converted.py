@@ -1,0 +1,107 @@
+"""Converted checkpoints on disk: DIR/variables (Orbax) + DIR/model.json (what to build), loadable by name.
+
+    converted.save("ckpt/dreamtalk", variables, model_config=config.model, source="denoising_network.pth")
+    model = train.pretrained.load_model("ckpt/dreamtalk").model        # same call as for a training run
+
+`model.json` holds {"format", "config": {"model": ...}, "motion_spec", "source"} so the model is rebuilt
+through the registry (`config.model.name`) without the original files. Variables restore onto any devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.data.motion_spec import MotionSpec
+
+FORMAT = "mirrortalk_jax.converted/1"
+META_FILE = "model.json"
+
+
+def is_converted(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / META_FILE).is_file()
+
+
+def save(directory: str | os.PathLike, variables: nnx.State, *, model_config: ml_collections.ConfigDict | dict,
+         motion_spec: MotionSpec | None = None, source: str = "", extra: dict[str, Any] | None = None) -> Path:
+    """Writes variables + metadata; refuses to overwrite an existing checkpoint."""
+    directory = Path(directory).expanduser().absolute()
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory} exists and is not empty; choose a new output folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model_config.to_dict() if isinstance(model_config, ml_collections.ConfigDict) else dict(model_config)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory / "variables", nnx.to_pure_dict(variables))
+    meta = {"format": FORMAT, "config": {"model": config}, "source": str(source),
+            "motion_spec": motion_spec.to_json() if motion_spec is not None else None, **(extra or {})}
+    # Written last: a folder with model.json is a complete checkpoint.
+    (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+    return directory
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in model.json")
+
+
+def load_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {directory} is not a converted checkpoint")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ConversionError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def model_config(directory: str | os.PathLike) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(load_meta(directory)["config"]["model"])
+
+
+def motion_spec(directory: str | os.PathLike) -> MotionSpec | None:
+    text = load_meta(directory).get("motion_spec")
+    return MotionSpec.from_json(text) if text else None
+
+
+def restore(directory: str | os.PathLike, abstract: nnx.State) -> nnx.State:
+    """The saved variables in the structure of `abstract` (from nnx.eval_shape), on the default device.
+
+    A checkpoint of another architecture or size raises ConversionError naming the differing entries.
+    """
+    directory = Path(directory).expanduser().absolute()
+    load_meta(directory)
+    target = nnx.to_pure_dict(abstract)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.metadata(directory / "variables")
+        saved_tree = saved.item_metadata.tree if hasattr(saved, "item_metadata") else saved
+        _check_same_tree(directory, saved_tree, target)
+        values = checkpointer.restore(directory / "variables", target)
+    state = jax.tree.map(lambda x: x, abstract)
+    nnx.replace_by_pure_dict(state, values)
+    return state
+
+
+def _check_same_tree(directory: Path, saved: Any, target: Any) -> None:
+    def flat(tree):
+        # Orbax stores integer keys (list indices) as strings: compare "/"-joined paths.
+        return {"/".join(str(getattr(k, "key", k)) for k in p): tuple(getattr(leaf, "shape", ()) or ())
+                for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    have, want = flat(saved), flat(target)
+    missing = sorted(want.keys() - have.keys())
+    unexpected = sorted(have.keys() - want.keys())
+    shapes = sorted(f"{k}: saved {have[k]} vs model {want[k]}" for k in have.keys() & want.keys() if have[k] != want[k])
+    if missing or unexpected or shapes:
+        raise ConversionError(f"{directory} does not fit the model built from its model.json: missing {missing[:20]}, "
+                              f"unexpected {unexpected[:20]}, shape mismatches {shapes[:20]}")

@@ -1,0 +1,104 @@
+"""Reading foreign checkpoints as flat {key: numpy array} dicts, without torch where possible.
+
+- `*.safetensors` (and Hugging Face folders holding them, sharded or not): read with `safetensors.numpy`.
+- PyTorch files (`.pt`, `.pth`, `.bin`, `.ckpt`, `.tar`): only with `torch.load(weights_only=True)`, which refuses
+  pickled code; torch is the optional `[torch]` extra and its absence gives an install hint, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted; the message names the file/keys and what was expected."""
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return dict(load_file(str(path)))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ConversionError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def _read_folder(path: Path) -> dict[str, np.ndarray]:
+    """A Hugging Face model folder: model.safetensors, or shards listed in model.safetensors.index.json."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors: dict[str, np.ndarray] = {}
+        for shard in shards:
+            tensors.update(_read_safetensors(path / shard))
+        return tensors
+    files = sorted(path.glob("*.safetensors"))
+    if len(files) != 1:
+        raise ConversionError(f"{path}: expected one *.safetensors file or model.safetensors.index.json, "
+                              f"found {[f.name for f in files]}")
+    return _read_safetensors(files[0])
+
+
+def _descend(tree, nesting: Sequence[str], path: Path):
+    for key in nesting:
+        if not isinstance(tree, Mapping) or key not in tree:
+            have = sorted(map(str, tree.keys())) if isinstance(tree, Mapping) else type(tree).__name__
+            raise ConversionError(f"{path}: expected key {key!r} (nesting {list(nesting)}), found {have}")
+        tree = tree[key]
+    return tree
+
+
+def _read_torch(path: Path, nesting: Sequence[str]) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as e:
+        raise ConversionError(f"{path} is a PyTorch file: install torch to read it (pip install "
+                              "'mirrortalk_jax[torch]'), or convert it to safetensors first") from e
+    try:
+        tree = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise ConversionError(f"{path}: torch.load(weights_only=True) refused it: {e}") from e
+    tree = _descend(tree, nesting, path)
+    if not isinstance(tree, Mapping):
+        raise ConversionError(f"{path}: expected a state dict under {list(nesting)}, found {type(tree).__name__}")
+    out = {}
+    for key, value in tree.items():
+        if not isinstance(value, torch.Tensor):
+            raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        out[str(key)] = value.detach().cpu().numpy()
+    return out
+
+
+def read_tensors(path: str | os.PathLike, *, nesting: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint file or Hugging Face folder as numpy arrays, keyed as in the source.
+
+    `nesting`: keys leading to the state dict inside a torch file (e.g. ("model_state_dict",)); safetensors
+    files are flat already and ignore it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _read_folder(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix in TORCH_SUFFIXES:
+        return _read_torch(path, nesting)
+    raise ConversionError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .safetensors, a Hugging "
+                          f"Face folder, or a PyTorch file ({', '.join(TORCH_SUFFIXES)})")
+
+
+def strip_prefix(tensors: Mapping[str, np.ndarray], prefix: str, *, source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """Keys without `prefix`; every key must carry it (a checkpoint of another model otherwise)."""
+    foreign = [k for k in tensors if not k.startswith(prefix)]
+    if foreign:
+        raise ConversionError(f"{source}: {len(foreign)} keys lack the prefix {prefix!r} (e.g. {foreign[:3]}); "
+                              "is this a checkpoint of the expected model?")
+    return {k[len(prefix):]: v for k, v in tensors.items()}
