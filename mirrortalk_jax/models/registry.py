@@ -27,6 +27,14 @@ _MODULES = {
     "motion_expert": "mirrortalk_jax.models.motion_expert",
     "style_encoder": "mirrortalk_jax.models.style_encoder",
     "mirrortalk": "mirrortalk_jax.models.mirrortalk",
+    "dreamtalk": "mirrortalk_jax.models.dreamtalk",
+    "dreamtalk_lip_expert": "mirrortalk_jax.models.dreamtalk_lip_expert",
+    "dreamtalk_style_predictor": "mirrortalk_jax.models.dreamtalk_style_predictor",
+    "pirenderer": "mirrortalk_jax.models.pirenderer",
+    "syncnet": "mirrortalk_jax.models.syncnet",
+    "mimictalk_a2m": "mirrortalk_jax.models.mimictalk_a2m",
+    "hubert": "mirrortalk_jax.models.audio_encoders",
+    "wav2vec2": "mirrortalk_jax.models.audio_encoders",
 }
 
 

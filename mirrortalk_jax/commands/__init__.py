@@ -1,0 +1,1 @@
+"""Jobs of the `mirrortalk` command (see mirrortalk_jax/cli.py): one module per job, `add_parser(subparsers)`."""
