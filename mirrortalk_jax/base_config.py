@@ -42,6 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
     config.train.max_nonfinite_streak = 10
+    # On meshes with fsdp/tensor > 1, refuse parameters bigger than this (MiB) that no rule shards; 0: no check.
+    config.train.max_replicated_param_mb = 2.0
 
     # Mesh (data, fsdp, tensor): ici_* within a slice, dcn_* across slices; -1 = all devices left.
     config.mesh = ml_collections.ConfigDict()

@@ -26,7 +26,8 @@ from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import motion_error, preview
 from mirrortalk_jax.models.registry import create_model
-from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, param_groups, pretrained, state as state_lib
+from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, param_groups, pretrained, sharding_guard
+from mirrortalk_jax.train import state as state_lib
 from mirrortalk_jax.train.metrics import MetricWriter
 
 
@@ -124,6 +125,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if unmatched:
         raise ValueError(f"train.param_groups patterns {unmatched} match no parameter of model {config.model.name!r}")
     shardings = state_lib.state_shardings(abstract, mesh, rules)
+    sharding_guard.check_parameters_sharded(abstract.params, shardings.params, mesh,
+                                            max_replicated_mb=tc.max_replicated_param_mb)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     # ----- Restore or initialise -----
