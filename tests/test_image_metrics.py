@@ -93,3 +93,96 @@ def test_ssim_psnr_errors():
         image_quality.ssim(a, a, 1.0, win_size=4)
     with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, H, W, C\)"):
         image_quality.ssim(a[0], a[0], 1.0)
+
+
+# ----- Frechet distance and feature statistics -----
+
+
+def _scipy_frechet(mu1, s1, mu2, s2):
+    """pytorch-fid's `calculate_frechet_distance`: scipy.linalg.sqrtm of S1 S2, eps offset when singular."""
+    import scipy.linalg
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    if not np.all(np.isfinite(covmean)):
+        offset = np.eye(len(s1)) * 1e-6
+        covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    diff = mu1 - mu2
+    return diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean))
+
+
+def _gaussian(rng, dim, rank):
+    factor = rng.normal(size=(dim, rank)) / np.sqrt(rank)
+    return rng.normal(size=dim), factor @ factor.T, factor
+
+
+@pytest.mark.parametrize("dim,rank1,rank2", [(16, 16, 16), (64, 64, 64), (64, 20, 64), (64, 20, 30), (32, 32, 5),
+                                             (128, 50, 50)])
+def test_frechet_distance_matches_scipy_sqrtm(dim, rank1, rank2):
+    from mirrortalk_jax.evaluate import fid
+    rng = np.random.default_rng(dim + rank1 + rank2)
+    mu1, s1, f1 = _gaussian(rng, dim, rank1)
+    mu2, s2, f2 = _gaussian(rng, dim, rank2)
+    got = fid.frechet_distance(mu1, s1, mu2, s2)
+    assert got == pytest.approx(_scipy_frechet(mu1, s1, mu2, s2), rel=1e-6)
+    # Exact reference: with S = F F^T, Tr((S1 S2)^(1/2)) is the nuclear norm of F1^T F2 (also when singular).
+    nuclear = np.linalg.svd(f1.T @ f2, compute_uv=False).sum()
+    assert fid.trace_sqrt_product(s1, s2) == pytest.approx(nuclear, rel=1e-12)
+    # Identical statistics: zero, rank-deficient or not; the distance is symmetric.
+    assert abs(fid.frechet_distance(mu1, s1, mu1, s1)) < 1e-9 * np.trace(s1)
+    assert fid.frechet_distance(mu2, s2, mu1, s1) == pytest.approx(got, rel=1e-10)
+
+
+def test_frechet_distance_of_known_gaussians():
+    from mirrortalk_jax.evaluate import fid
+    # Commuting (diagonal) covariances: sum (sqrt(a) - sqrt(b))^2 + ||mu1 - mu2||^2.
+    a, b = np.array([1.0, 4.0, 9.0, 0.0]), np.array([4.0, 1.0, 9.0, 2.0])
+    mu1, mu2 = np.array([0.0, 1.0, 0.0, 0.0]), np.array([3.0, 1.0, 4.0, 0.0])
+    want = 25.0 + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert fid.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="dimensions differ"):
+        fid.frechet_distance(mu1, np.diag(a), mu2[:3], np.diag(b[:3]))
+    with pytest.raises(ValueError, match="symmetric"):
+        fid.frechet_distance(mu1, np.triu(np.ones((4, 4))), mu2, np.diag(b))
+
+
+def test_streaming_statistics_equal_numpy_on_all_features(tmp_path):
+    from mirrortalk_jax.evaluate import fid
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(203, 12)) * rng.random(12) + 1e4  # large mean: no cancellation allowed
+    stats = fid.FeatureStats(12)
+    for start in range(0, 203, 37):  # uneven batches, one of a single row
+        stats.update(features[start:start + 37])
+    stats.update(features[:0])
+    assert stats.count == 203
+    np.testing.assert_allclose(stats.mean, features.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(stats.cov, np.cov(features, rowvar=False), rtol=1e-9, atol=1e-12)
+    # Merging accumulators (e.g. from several hosts) is the same as one pass.
+    left, right = fid.FeatureStats(12).update(features[:100]), fid.FeatureStats(12).update(features[100:])
+    merged = left.merge(right)
+    np.testing.assert_allclose(merged.cov, np.cov(features, rowvar=False), rtol=1e-9, atol=1e-12)
+    # pytorch-fid's stats file format round-trips.
+    stats.save(tmp_path / "stats.npz")
+    mu, sigma = fid.load_statistics(tmp_path / "stats.npz")
+    np.testing.assert_array_equal(mu, stats.mean)
+    np.testing.assert_array_equal(sigma, stats.cov)
+    with pytest.raises(ValueError, match=r"\(N, 12\)"):
+        stats.update(features[:, :5])
+    with pytest.raises(ValueError, match="at least 2"):
+        _ = fid.FeatureStats(3).update(np.ones((1, 3))).cov
+
+
+def test_fid_of_frames_with_a_weights_free_extractor():
+    from mirrortalk_jax.evaluate import fid
+    rng = np.random.default_rng(4)
+    extractor = fid.PixelProjection(feature_dim=16, size=8)
+    assert isinstance(extractor, fid.FeatureExtractor)
+    real = rng.integers(0, 256, (40, 24, 24, 3), dtype=np.uint8)
+    batches = [real[i:i + 16] for i in range(0, 40, 16)]
+    same = fid.fid_of_frames(batches, [real / 255.0], extractor)
+    assert abs(same) < 1e-6  # uint8 and [0, 1] floats give the same features
+    darker = fid.fid_of_frames(batches, [real // 2], extractor)
+    assert darker > 1.0
+    stats = fid.feature_statistics(batches, extractor)
+    feats = np.asarray(extractor(real.astype(np.float32) / 255.0), np.float64)
+    np.testing.assert_allclose(stats.cov, np.cov(feats, rowvar=False), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fid.feature_statistics([real.astype(np.float32)], extractor)
