@@ -2,6 +2,7 @@
 knows, and the trainer refuses big unannotated parameters on meshes that shard parameters."""
 
 import ast
+import functools
 import glob
 import os
 import re
@@ -40,6 +41,12 @@ def _abstract_training(config):
                                    config.train)
 
 
+@functools.lru_cache(maxsize=None)
+def _abstract_state(path, variant):
+    config = base_config.load_config_file(os.path.join(ROOT, path), variant)
+    return config, jax.eval_shape(_abstract_training(config).init, jax.random.key(0))
+
+
 def test_every_config_variant_is_walked():
     assert ("configs/mirrortalk.py", "large") in CONFIGS and ("configs/synthtalk_regression.py", "tiny") in CONFIGS
     assert len({path for path, _ in CONFIGS}) == len(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -64,8 +71,7 @@ def test_every_parameter_has_logical_axes_the_rules_know(path, variant):
 @pytest.mark.parametrize("path, variant", [c for c in CONFIGS if c[1] in ("base", "large", "default")])
 @pytest.mark.parametrize("mesh_shape", [(1, 8, 1), (1, 4, 2), (1, 1, 8)])
 def test_real_models_pass_the_guard(path, variant, mesh_shape):
-    config = base_config.load_config_file(os.path.join(ROOT, path), variant)
-    abstract = jax.eval_shape(_abstract_training(config).init, jax.random.key(0))
+    config, abstract = _abstract_state(path, variant)
     mesh = mesh_lib.create_mesh(dict(zip(("ici_data", "ici_fsdp", "ici_tensor"), mesh_shape)))
     shardings = state_lib.state_shardings(abstract, mesh, mesh_lib.logical_rules(config.mesh.logical_axis_rules))
     sharding_guard.check_parameters_sharded(abstract.params, shardings.params, mesh,
