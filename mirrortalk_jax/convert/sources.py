@@ -76,11 +76,13 @@ def _read_torch(path: Path, nesting: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def read_tensors(path: str | os.PathLike, *, nesting: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def read_tensors(path: str | os.PathLike, *, nesting: Sequence[str] = (),
+                 torch_file: bool = False) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint file or Hugging Face folder as numpy arrays, keyed as in the source.
 
     `nesting`: keys leading to the state dict inside a torch file (e.g. ("model_state_dict",)); safetensors
-    files are flat already and ignore it.
+    files are flat already and ignore it. `torch_file=True` reads a file whose name does not say it is a torch
+    file (e.g. syncnet_python's `syncnet_v2.model`), still only with weights_only=True.
     """
     path = Path(path)
     if not path.exists():
@@ -89,7 +91,7 @@ def read_tensors(path: str | os.PathLike, *, nesting: Sequence[str] = ()) -> dic
         return _read_folder(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    if path.suffix in TORCH_SUFFIXES:
+    if path.suffix in TORCH_SUFFIXES or torch_file:
         return _read_torch(path, nesting)
     raise ConversionError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .safetensors, a Hugging "
                           f"Face folder, or a PyTorch file ({', '.join(TORCH_SUFFIXES)})")
