@@ -11,6 +11,9 @@ The full recipe (each stage a run; later stages load earlier runs' weights and f
         --config.model.style_encoder_workdir=runs/style_encoder_tiny \
         --config.model.motion_expert_workdir=runs/motion_expert_tiny
 
+Ablations are options after the variant, e.g. `configs/mirrortalk.py:tiny,no_hier_mod` (gates fixed at 1);
+the style-encoder ablations (no_hsic, no_triplet, no_memory_bank) change the jointly trained SDSE here, and
+`configs/style_encoder.py:tiny,no_hsic` in the staged recipe.
 Without the two workdirs the SDSE is trained jointly from scratch and there is no sync loss.
 Variants: `tiny` (2-core CPU, minutes), `base` (paper scale: 512 wide, 12 blocks), `large` (pod scale: 1024
 wide, 24 blocks, FSDP over the `fsdp` mesh axis).
@@ -28,7 +31,8 @@ SIZES = {  # hidden, blocks, heads, SDSE hidden, SDSE layers, style dim, batch
 
 
 def get_config(arg: str | None = None):
-    variant = base_config.variant(arg, SIZES, "base")
+    variant, ablations = base_config.variant_and_options(
+        arg, SIZES, "base", {**base_config.STYLE_ENCODER_ABLATIONS, **base_config.GENERATOR_ABLATIONS})
     hidden, blocks, heads, sdse_hidden, sdse_layers, style_dim, batch = SIZES[variant]
     tiny = variant == "tiny"
     config = base_config.base_config()
@@ -68,6 +72,13 @@ def get_config(arg: str | None = None):
     s.distance = "cosine"
     s.hard_negatives = False
     s.loss_weights = ml_collections.ConfigDict(dict(triplet=1.0, hsic=1.0, ortho=0.1, content=0.1, cls=0.0))
+
+    m.hierarchical_modulation = True  # False: the ablation without per-region, per-timestep gates
+    for name in sorted(ablations):
+        if name in base_config.GENERATOR_ABLATIONS:
+            base_config.apply_overrides(m, base_config.GENERATOR_ABLATIONS[name])
+        else:
+            base_config.apply_overrides(s, base_config.STYLE_ENCODER_ABLATIONS[name])
 
     m.diffusion = ml_collections.ConfigDict(dict(schedule="cosine", num_steps=1000, prediction="x0",
                                                  weighting="min_snr"))

@@ -6,7 +6,9 @@ Triplet loss on speakers (anchor: a reference clip, positive: a window of anothe
 speaker, negative: another speaker's window in the batch), plus HSIC and orthogonality terms that keep the
 style code free of speech content (see mirrortalk_jax/models/style_encoder.py).
 
-Variants: `tiny` (2-core CPU, about a minute; builds SynthTalk tiny if missing) and `default`.
+Variants: `tiny` (2-core CPU, about a minute; builds SynthTalk tiny if missing) and `default`. The paper's
+ablations are options after the variant: `configs/style_encoder.py:tiny,no_hsic` (also no_triplet,
+no_memory_bank; see base_config.STYLE_ENCODER_ABLATIONS).
 Set `--config.model.content_encoder_workdir=runs/motion_expert_tiny` (a configs/motion_expert.py run) to use a
 trained motion expert as the frozen content encoder; empty uses a fixed random projection of the mean audio
 features.
@@ -18,7 +20,8 @@ from mirrortalk_jax import base_config
 
 
 def get_config(arg: str | None = None):
-    variant = base_config.variant(arg, ("tiny", "default"), "default")
+    variant, ablations = base_config.variant_and_options(arg, ("tiny", "default"), "default",
+                                                         base_config.STYLE_ENCODER_ABLATIONS)
     tiny = variant == "tiny"
     config = base_config.base_config()
     config.data.synthtalk_variant = variant
@@ -45,6 +48,9 @@ def get_config(arg: str | None = None):
     m.distance = "cosine"  # triplet distance: "cosine" (1 - cos) or "l2" (squared Euclidean)
     m.hard_negatives = False  # closest other-speaker window as negative instead of a random one
     m.loss_weights = ml_collections.ConfigDict(dict(triplet=1.0, hsic=1.0, ortho=0.1, content=0.1, cls=0.1))
+
+    for name in sorted(ablations):
+        base_config.apply_overrides(m, base_config.STYLE_ENCODER_ABLATIONS[name])
 
     if tiny:
         base_config.cpu_budget(config, batch_size=8, num_steps=300, warmup_steps=20, eval_every=100,

@@ -65,6 +65,37 @@ def variant(arg: str | None, choices, default: str) -> str:
     return name
 
 
+def variant_and_options(arg: str | None, choices, default: str, options=()) -> tuple[str, frozenset[str]]:
+    """`configs/x.py:tiny,no_hsic` -> ("tiny", {"no_hsic"}): a variant plus options, each checked."""
+    name, *opts = (arg or default).split(",")
+    unknown = sorted(set(opts) - set(options))
+    if unknown:
+        raise ValueError(f"unknown config option(s) {unknown}: use any of {sorted(options)}")
+    return variant(name or default, choices, default), frozenset(opts)
+
+
+# The MirrorTalk paper's ablations as config options (`configs/style_encoder.py:tiny,no_hsic`): model-config
+# overrides of the style encoder (stage 1) and of the generator (stage 2).
+STYLE_ENCODER_ABLATIONS = {
+    "no_memory_bank": {"num_slots": 0},
+    "no_hsic": {"loss_weights.hsic": 0.0},
+    "no_triplet": {"loss_weights.triplet": 0.0},
+}
+GENERATOR_ABLATIONS = {"no_hier_mod": {"hierarchical_modulation": False}}
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+    """Sets dotted keys ("loss_weights.hsic") of `config`; a key the config lacks is a typo, not a new field."""
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        if leaf not in node:
+            raise KeyError(f"config has no field {dotted!r}")
+        node[leaf] = value
+
+
 def cpu_budget(config: ml_collections.ConfigDict, *, batch_size: int, num_steps: int, warmup_steps: int,
                eval_every: int, learning_rate: float | None = None) -> None:
     """The loop cadence of a `tiny` variant, sized for a 2-core CPU in minutes: logs every 20 steps, checkpoints

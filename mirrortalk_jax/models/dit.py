@@ -92,7 +92,7 @@ class DiTDenoiser(nnx.Module):
     def __init__(self, spec: MotionSpec, *, audio_dim: int, style_dim: int, hidden: int, num_layers: int,
                  num_heads: int, mlp_ratio: float = 4.0, audio_radius: int = 4,
                  gate_prior: Mapping[str, tuple[float, float]] | None = None, audio_mean: float = 0.0,
-                 audio_std: float = 1.0, rngs: nnx.Rngs):
+                 audio_std: float = 1.0, hierarchical_modulation: bool = True, rngs: nnx.Rngs):
         self.regions = spec.group_names
         self.indices = tuple(tuple(int(i) for i in spec.group_indices(g)) for g in self.regions)  # static
         self.motion_dim = spec.dim
@@ -111,7 +111,10 @@ class DiTDenoiser(nnx.Module):
         # Learned stand-ins for a dropped condition (classifier-free guidance).
         self.null_audio = nnx.Param(jnp.zeros((hidden,)), out_sharding=("embed",))
         self.null_style = nnx.Param(jnp.zeros((hidden,)), out_sharding=("embed",))
-        self.gates = HierarchicalGates(self.regions, hidden, gate_prior or DEFAULT_GATE_PRIOR, rngs)
+        # Without hierarchical modulation (the paper's ablation) every region takes audio and style at full
+        # weight at every timestep: gates fixed at 1.
+        self.gates = (HierarchicalGates(self.regions, hidden, gate_prior or DEFAULT_GATE_PRIOR, rngs)
+                      if hierarchical_modulation else None)
         self.blocks = nnx.List([DiTBlock(hidden, num_heads, mlp_ratio, g, rngs) for _ in range(num_layers)])
         self.final_ada = layers.dense(hidden, 2 * hidden, ("embed", "mlp"), rngs, zero_init=True)
         self.final_norm = layers.layer_norm(hidden, rngs, affine=False)
@@ -124,7 +127,12 @@ class DiTDenoiser(nnx.Module):
 
     def modulation_gates(self, t: jax.Array) -> jax.Array:
         """The learned (audio, style) gates at diffusion steps t (B,): (B, G, 2), regions in spec order."""
-        return self.gates(self.time_embedding(t))
+        return self._gates(self.time_embedding(t))
+
+    def _gates(self, c: jax.Array) -> jax.Array:
+        if self.gates is None:
+            return jnp.ones((c.shape[0], len(self.regions), 2), c.dtype)
+        return self.gates(c)
 
     def __call__(self, x_t: jax.Array, t: jax.Array, audio_features: jax.Array, style_code: jax.Array, *,
                  drop_audio: jax.Array | None = None, drop_style: jax.Array | None = None,
@@ -146,7 +154,7 @@ class DiTDenoiser(nnx.Module):
             audio = jnp.where(drop_audio[:, None, None], self.null_audio[...], audio)
         if drop_style is not None:
             style = jnp.where(drop_style[:, None], self.null_style[...], style)
-        gates = self.gates(c)
+        gates = self._gates(c)
         if gate_override is not None:
             gates = jnp.where(jnp.isnan(gate_override)[None], gates, gate_override[None])
         frames = jnp.arange(length)

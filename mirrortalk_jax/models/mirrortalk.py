@@ -60,6 +60,7 @@ class MirrorTalk(nnx.Module):
                                     mlp_ratio=config.mlp_ratio, audio_radius=config.audio_radius,
                                     gate_prior={k: tuple(v) for k, v in dict(config.gate_prior).items()},
                                     audio_mean=config.get("audio_mean", 0.0), audio_std=config.get("audio_std", 1.0),
+                                    hierarchical_modulation=config.get("hierarchical_modulation", True),
                                     rngs=rngs)
         d = config.diffusion
         self.schedule_kind, self.num_train_steps = d.schedule, int(d.num_steps)

@@ -63,10 +63,13 @@ class StyleEncoder(nnx.Module):
         self.positions = layers.param(rngs, layers.scaled_normal(0.02), (max_frames, hidden), ("length", "embed"))
         self.layers = nnx.List([EncoderLayer(hidden, num_heads, mlp_dim, rngs) for _ in range(num_layers)])
         # Style memory: M slots of width H, read by every frame. Slots have no mesh axis of their own ("length"
-        # maps to none): the table is small.
-        self.memory = layers.param(rngs, layers.scaled_normal(1.0), (num_slots, hidden), ("length", "embed"))
-        self.memory_norm = layers.layer_norm(hidden, rngs)
-        self.memory_read = layers.Attention(hidden, num_heads, rngs)
+        # maps to none): the table is small. M = 0 removes the memory bank (the paper's ablation).
+        if num_slots > 0:
+            self.memory = layers.param(rngs, layers.scaled_normal(1.0), (num_slots, hidden), ("length", "embed"))
+            self.memory_norm = layers.layer_norm(hidden, rngs)
+            self.memory_read = layers.Attention(hidden, num_heads, rngs)
+        else:
+            self.memory = self.memory_norm = self.memory_read = None
         self.pool_norm = layers.layer_norm(hidden, rngs)
         self.pool_query = layers.param(rngs, layers.scaled_normal(1.0), (1, hidden), ("length", "embed"))
         self.pool = layers.Attention(hidden, num_heads, rngs)
@@ -89,8 +92,9 @@ class StyleEncoder(nnx.Module):
         x = self.motion_in(motion) + self.positions[...][None, :length]
         for layer in self.layers:
             x = layer(x, mask)
-        memory = jnp.broadcast_to(self.memory[...][None], (x.shape[0],) + self.memory.shape)
-        x = x + self.memory_read(self.memory_norm(x), memory)
+        if self.memory is not None:
+            memory = jnp.broadcast_to(self.memory[...][None], (x.shape[0],) + self.memory.shape)
+            x = x + self.memory_read(self.memory_norm(x), memory)
         query = jnp.broadcast_to(self.pool_query[...][None], (x.shape[0], 1, x.shape[-1]))
         pooled = self.pool(query, self.pool_norm(x), mask)[:, 0]
         return self.out_norm(pooled)
