@@ -1,6 +1,9 @@
 """Image metrics: SSIM/PSNR against scikit-image, FID statistics against scipy, the InceptionV3 port, and
 landmark distances on frames through a pluggable detector."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skimage import data as skdata
@@ -186,3 +189,142 @@ def test_fid_of_frames_with_a_weights_free_extractor():
     np.testing.assert_allclose(stats.cov, np.cov(feats, rowvar=False), rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fid.feature_statistics([real.astype(np.float32)], extractor)
+
+
+# ----- FID InceptionV3 port -----
+
+MANIFEST = Path(__file__).parent / "fixtures" / "inception_manifest.json"
+REFERENCE = Path(__file__).parent / "fixtures" / "inception_reference.npz"
+
+
+def _manifest():
+    return json.loads(MANIFEST.read_text())
+
+
+def _reference_state_dict(seed=0):
+    """pytorch-fid state dict with seeded random values, drawn in manifest order (recipe in fixtures/README.md)."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for entry in _manifest():
+        key, shape = entry["key"], tuple(entry["shape"])
+        if key.endswith("conv.weight"):
+            value = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+        elif key.endswith(("bn.weight", "bn.running_var")):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:  # bn.bias, bn.running_mean
+            value = rng.normal(0.0, 0.1, shape)
+        tensors[key] = value.astype(np.float32)
+    return tensors
+
+
+def _reference_inputs(seed=1):
+    """Images in [0, 1]: upsampled to 299, downsampled to 299, and fed at the 75x75 minimum without resizing."""
+    rng = np.random.default_rng(seed)
+    return {"upsampled": rng.random((2, 64, 80, 3), np.float32),
+            "downsampled": rng.random((2, 320, 360, 3), np.float32),
+            "native75": rng.random((2, 75, 75, 3), np.float32)}
+
+
+def _torch_shape_to_ours(key, shape):
+    """pytorch-fid key and shape -> (our variable path, our shape): the name map, written out independently."""
+    layer, kind, name = key.rsplit(".", 2)
+    path = layer.replace(".", "/") + "/" + kind + "/" + {"weight": "kernel" if kind == "conv" else "scale",
+                                                        "bias": "bias", "running_mean": "mean",
+                                                        "running_var": "var"}[name]
+    if kind == "conv":  # (out, in, kh, kw) -> (kh, kw, in, out)
+        shape = (shape[2], shape[3], shape[1], shape[0])
+    return path, tuple(shape)
+
+
+def test_inception_parameters_equal_the_pytorch_fid_manifest():
+    from flax import nnx
+
+    from mirrortalk_jax.convert import name_map
+    from mirrortalk_jax.evaluate import inception
+    abstract = inception.abstract_variables()
+    ours = {name_map.path_str(path): tuple(var.shape) for path, var in nnx.to_flat_state(abstract)}
+    manifest = _manifest()
+    assert len(manifest) == 94 * 5  # 94 BasicConv2d layers: conv weight + 4 BatchNorm tensors each
+    expected = dict(_torch_shape_to_ours(e["key"], e["shape"]) for e in manifest)
+    assert ours == expected
+    # The converter's table accepts the manifest, plus the extras pytorch-fid's file may carry.
+    name_map.check_manifest(manifest, inception.RULES, abstract)
+    extras = [{"key": "fc.weight", "shape": [1008, 2048], "dtype": "float32"},
+              {"key": "fc.bias", "shape": [1008], "dtype": "float32"},
+              {"key": "Mixed_7c.branch_pool.bn.num_batches_tracked", "shape": [], "dtype": "int64"}]
+    name_map.check_manifest(manifest + extras, inception.RULES, abstract)
+
+
+def test_inception_conversion_errors():
+    from mirrortalk_jax.convert.sources import ConversionError
+    from mirrortalk_jax.evaluate import inception
+    tensors = {e["key"]: np.zeros(e["shape"], np.float32) for e in _manifest()}
+    broken = dict(tensors)
+    del broken["Mixed_6e.branch7x7dbl_5.conv.weight"]
+    broken["AuxLogits.conv0.conv.weight"] = np.zeros((128, 768, 1, 1), np.float32)
+    broken["Mixed_5b.branch1x1.bn.running_var"] = np.zeros((65,), np.float32)
+    with pytest.raises(ConversionError) as err:
+        inception.convert_variables(broken, source="fake.pth")
+    message = str(err.value)
+    assert "fake.pth" in message and "AuxLogits.conv0.conv.weight" in message
+    assert "Mixed_6e/branch7x7dbl_5/conv/kernel" in message and "(65,)" in message
+    # torchvision's ImageNet Inception (1000 classes) is not the FID network.
+    with pytest.raises(ConversionError, match="1000 classes"):
+        inception.convert_variables({**tensors, "fc.weight": np.zeros((1000, 2048), np.float32)})
+
+
+def test_inception_random_weights_forward_at_the_minimum_size():
+    from mirrortalk_jax.evaluate import fid, inception
+    model = inception.random_inception(resize_input=False)
+    extractor = inception.InceptionFeatures(model)
+    assert isinstance(extractor, fid.FeatureExtractor)
+    features = np.asarray(extractor(np.random.default_rng(5).random((3, 75, 75, 3), np.float32)))
+    assert features.shape == (3, 2048) and np.all(np.isfinite(features)) and features.std() > 0
+    with pytest.raises(ValueError, match="at least 75x75"):
+        model(np.zeros((1, 74, 80, 3), np.float32))
+
+
+def test_inception_matches_pytorch_fid_and_converts_from_safetensors(tmp_path):
+    """Features of pytorch-fid's own InceptionV3 (torch) with the seeded weights of `_reference_state_dict`,
+    stored in fixtures/inception_reference.npz; our port goes through the converter tool."""
+    import importlib.util
+
+    from safetensors.numpy import save_file
+
+    from mirrortalk_jax.evaluate import inception
+    tensors = _reference_state_dict()
+    save_file({**tensors, "fc.weight": np.zeros((1008, 2048), np.float32), "fc.bias": np.zeros(1008, np.float32),
+               "Conv2d_1a_3x3.bn.num_batches_tracked": np.zeros((), np.int64)}, tmp_path / "fid.safetensors")
+    spec = importlib.util.spec_from_file_location(
+        "convert_inception", Path(__file__).parents[1] / "tools" / "convert_inception.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([f"--checkpoint={tmp_path / 'fid.safetensors'}", f"--out={tmp_path / 'ckpt'}"]) == 0
+    assert tool.main([f"--checkpoint={tmp_path / 'fid.safetensors'}", f"--out={tmp_path / 'ckpt'}"]) == 2  # exists
+    reference = np.load(REFERENCE)
+    resized = inception.InceptionFeatures(inception.load_inception(tmp_path / "ckpt"))
+    native = inception.InceptionFeatures(inception.load_inception(tmp_path / "ckpt", resize_input=False))
+    for name, images in _reference_inputs().items():
+        got = np.asarray((native if name == "native75" else resized)(images))
+        want = reference[name]
+        assert got.shape == want.shape == (2, 2048)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(), err_msg=name)
+
+
+def test_resize_is_torch_bilinear_without_antialiasing():
+    from mirrortalk_jax.evaluate import inception
+    rng = np.random.default_rng(6)
+
+    def torch_bilinear_1d(x, size):  # F.interpolate(align_corners=False) along axis 1, written out per pixel
+        out = np.empty((x.shape[0], size) + x.shape[2:])
+        for i in range(size):
+            src = max((i + 0.5) * x.shape[1] / size - 0.5, 0.0)
+            lo = min(int(np.floor(src)), x.shape[1] - 1)
+            hi = min(lo + 1, x.shape[1] - 1)
+            out[:, i] = (1 - (src - lo)) * x[:, lo] + (src - lo) * x[:, hi]
+        return out
+
+    for shape in ((1, 7, 5, 3), (2, 40, 33, 3)):
+        x = rng.random(shape).astype(np.float32)
+        want = torch_bilinear_1d(torch_bilinear_1d(x, 17).transpose(0, 2, 1, 3), 17).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(np.asarray(inception.resize_bilinear(x, 17)), want, atol=1e-6)
