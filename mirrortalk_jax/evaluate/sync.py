@@ -9,7 +9,14 @@ lower-face motion) and any other audio-visual embedding pair:
     2. for every frame i, the L2 distances between video_emb[i] and padded audio rows i .. i + 2*vshift
        (2*vshift + 1 candidate offsets; like torch's `pairwise_distance`, eps=1e-6 is added to the difference);
     3. mean over frames per offset: mean_dists (2*vshift + 1,);
-    4. confidence = median(mean_dists) - min(mean_dists); offset = vshift - argmin(mean_dists).
+    4. confidence = median(mean_dists) - min(mean_dists); offset = vshift - argmin(mean_dists);
+    5. frame-wise confidence: median(mean_dists) - dists[:, argmin], median-filtered over 9 frames (zero padded,
+       as scipy.signal.medfilt).
+
+Embeddings come from any `Embedder`: a callable (video, audio) -> (video_emb, audio_emb), both (n, E) with row i
+of each embedding the same frame span. `clip_sync` runs one on a clip. The SyncNet one (literature-comparable
+LSE-C / LSE-D on face crops + MFCC, with syncnet_python's exact windowing) is evaluate.lse.SyncNetEmbedder; the
+motion expert (motion windows + audio features) has its front end in models.motion_expert.sync_offset_confidence.
 
 The zero padding is part of the procedure: near the ends, offsets that fall outside the audio compare the video
 embedding with a zero vector (distance = its norm). We keep it so the numbers match syncnet_python.
@@ -31,12 +38,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 # torch.nn.functional.pairwise_distance adds eps to the difference before taking the norm; syncnet_python uses it.
 _PAIRWISE_EPS = 1e-6
+# syncnet_python smooths the frame-wise confidence with scipy.signal.medfilt(kernel_size=9).
+FRAMEWISE_MEDFILT = 9
+
+
+class Embedder(Protocol):
+    """Per-window embeddings of one clip's two streams: (video, audio) -> ((n, E) video_emb, (n, E) audio_emb).
+
+    Row i of both must embed the same frame span (window i); what `video` and `audio` are (face crops and
+    waveform, motion and audio features) is the embedder's business.
+    """
+
+    def __call__(self, video: Any, audio: Any) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +67,16 @@ class SyncResult:
       confidence: median(mean_dists) - min(mean_dists), the LSE-C of this clip (higher: more clearly in sync).
       min_dist: min(mean_dists), the LSE-D of this clip (lower: closer).
       mean_dists: (2*vshift + 1,) float64, mean distance per candidate offset; index k is offset vshift - k.
+      dists: (T, 2*vshift + 1) float64 per-frame distances (`offset_distances`), or None.
+      framewise_confidence: (T,) median(mean_dists) - dists[:, argmin], median-filtered over 9 frames, or None.
     """
 
     offset: int
     confidence: float
     min_dist: float
     mean_dists: np.ndarray
+    dists: np.ndarray | None = None
+    framewise_confidence: np.ndarray | None = None
 
 
 def windowed_embeddings(x: Any, window: int = 5) -> Any:
@@ -106,11 +129,28 @@ def sync_offset_confidence(video_emb: Any, audio_emb: Any, vshift: int = 15) -> 
     compared as given (SyncNet's are not normalised; ours usually are). See the module docstring for the sign
     of `offset`: video_emb[i] best matches audio_emb[i - offset].
     """
-    mean_dists = offset_distances(video_emb, audio_emb, vshift).mean(axis=0)
+    dists = offset_distances(video_emb, audio_emb, vshift)
+    mean_dists = dists.mean(axis=0)
     best = int(np.argmin(mean_dists))  # first minimum on ties, like torch.min
     min_dist = float(mean_dists[best])
-    return SyncResult(offset=vshift - best, confidence=float(np.median(mean_dists)) - min_dist, min_dist=min_dist,
-                      mean_dists=mean_dists)
+    median = float(np.median(mean_dists))  # 2*vshift + 1 values: the middle one, as torch.median
+    return SyncResult(offset=vshift - best, confidence=median - min_dist, min_dist=min_dist, mean_dists=mean_dists,
+                      dists=dists, framewise_confidence=median_filter(median - dists[:, best], FRAMEWISE_MEDFILT))
+
+
+def median_filter(x: Any, kernel: int) -> np.ndarray:
+    """scipy.signal.medfilt of a 1-D signal: odd `kernel`, zero padding at both ends, same length."""
+    x = np.asarray(x, np.float64)
+    if kernel % 2 == 0 or kernel <= 0 or x.ndim != 1:
+        raise ValueError(f"median_filter needs a 1-D signal and an odd positive kernel, got {x.shape}, {kernel}")
+    padded = np.pad(x, kernel // 2)
+    return np.median(windowed_embeddings(padded, kernel), axis=1)
+
+
+def clip_sync(embedder: Embedder, video: Any, audio: Any, vshift: int = 15) -> SyncResult:
+    """The offset procedure on one clip, with the per-window embeddings `embedder(video, audio)` gives."""
+    video_emb, audio_emb = embedder(video, audio)
+    return sync_offset_confidence(video_emb, audio_emb, vshift)
 
 
 def batch_offsets(video_embs: Sequence[Any], audio_embs: Sequence[Any], vshift: int = 15) -> list[SyncResult]:

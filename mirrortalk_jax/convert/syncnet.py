@@ -1,0 +1,153 @@
+"""syncnet_python `syncnet_v2.model` (a flat state dict of `SyncNetModel.S`) -> models.syncnet.SyncNet.
+
+    tensors = sources.read_tensors("syncnet_v2.model")           # torch file (weights_only=True) or safetensors
+    model = run.convert_model(tensors, RULES, configs.syncnet.get_config("released").model)
+
+Source keys are `netcnnaud.<i>.*`, `netcnnlip.<i>.*` (i = position in the original nn.Sequential: conv at i, its
+BatchNorm at i + 1) and `netfcaud.{0,1,3}.*`, `netfclip.{0,1,3}.*`. The table below is generated from the tower
+layouts in models/syncnet.py, so the name map and the architecture cannot drift apart. BatchNorm
+`num_batches_tracked` counters are consumed and dropped (inference needs only the running statistics); the
+original's loader tolerates files without them, and so does this map (a rule with no target needs no key).
+
+The module also registers the "syncnet" fixture kind (tools/check_fixture.py): it builds the model at the
+widths the fixture's config.json names and compares every output of its io.npz (tower outputs, MFCC, window
+embeddings, distances, offsets, confidences).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from mirrortalk_jax.convert import fixtures, hooks, run, sources
+from mirrortalk_jax.convert.name_map import Rule
+from mirrortalk_jax.models import syncnet
+
+
+def _tower_rules(source: str, target: str, specs: tuple[syncnet.ConvSpec, ...]) -> tuple[Rule, ...]:
+    rules = []
+    for k, spec in enumerate(specs):
+        conv, norm, ours = rf"{source}\.{spec.index}\.", rf"{source}\.{spec.index + 1}\.", f"{target}/blocks/{k}"
+        rules += [Rule(conv + "weight", f"{ours}/conv/kernel", hooks.conv),
+                  Rule(conv + "bias", f"{ours}/conv/bias")]
+        rules += _norm_rules(norm, f"{ours}/norm")
+    return tuple(rules)
+
+
+def _norm_rules(source: str, target: str) -> list[Rule]:
+    return [Rule(source + "weight", f"{target}/scale"), Rule(source + "bias", f"{target}/bias"),
+            Rule(source + "running_mean", f"{target}/mean"), Rule(source + "running_var", f"{target}/var"),
+            Rule(source + "num_batches_tracked", None)]
+
+
+def _head_rules(source: str, target: str) -> tuple[Rule, ...]:
+    return (Rule(rf"{source}\.0\.weight", f"{target}/fc1/kernel", hooks.linear),
+            Rule(rf"{source}\.0\.bias", f"{target}/fc1/bias"),
+            *_norm_rules(rf"{source}\.1\.", f"{target}/norm"),
+            Rule(rf"{source}\.3\.weight", f"{target}/fc2/kernel", hooks.linear),
+            Rule(rf"{source}\.3\.bias", f"{target}/fc2/bias"))
+
+
+RULES: tuple[Rule, ...] = (
+    *_tower_rules("netcnnaud", "audio_cnn", syncnet.AUDIO_TOWER),
+    *_head_rules("netfcaud", "audio_fc"),
+    *_tower_rules("netcnnlip", "lip_cnn", syncnet.LIP_TOWER),
+    *_head_rules("netfclip", "lip_fc"),
+)
+
+
+def model_config(num_layers_in_fc_layers: int = 1024, width_divisor: int = 1,
+                 precision: str = "highest") -> ml_collections.ConfigDict:
+    """The registry config of a SyncNet of the given size (configs/syncnet.py holds the named variants)."""
+    return ml_collections.ConfigDict({"name": "syncnet", "num_layers_in_fc_layers": int(num_layers_in_fc_layers),
+                                      "width_divisor": int(width_divisor), "precision": precision})
+
+
+def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
+    """The state dict of `syncnet_v2.model` (torch, read with weights_only=True) or a safetensors export of it.
+
+    A `.model` file is read as a torch file (the release's name); other names go by suffix (sources.read_tensors).
+
+    syncnet_python saves the flat state dict without a prefix; a `module.` prefix (DataParallel) is stripped.
+    """
+    tensors = sources.read_tensors(path, torch_file=Path(path).suffix == ".model")  # the release's file name
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = sources.strip_prefix(tensors, "module.", source=str(path))
+    return tensors
+
+
+def convert_model(tensors: Mapping[str, np.ndarray], config: ml_collections.ConfigDict, *,
+                  source: str = "checkpoint") -> syncnet.SyncNet:
+    """The SyncNet of `config` (a model config, e.g. configs/syncnet.py's `.model`) with `tensors` (validated)."""
+    return run.convert_model(tensors, RULES, config, None, source=source)
+
+
+def convert_checkpoint(path: str | Path, out_dir: str | Path, config: ml_collections.ConfigDict) -> Path:
+    """`syncnet_v2.model` (or its safetensors export) -> a converted checkpoint (train.pretrained.load_model reads it).
+
+    Raises ConversionError naming every missing, unused or mis-shaped tensor when the file does not fit `config`.
+    """
+    tensors = read_checkpoint(path)
+    return run.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=Path(path).name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fixture kind: outputs of the original (syncnet_python, eval mode) on the fixture's weights.
+# --------------------------------------------------------------------------------------------------------------
+
+def _is_syncnet(config: dict) -> bool:
+    return str(config.get("model", "")).startswith("syncnet_python SyncNetModel")
+
+
+def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
+    from mirrortalk_jax.evaluate import lse, sync  # evaluation code is only needed here
+
+    cfg = model_config(config["num_layers_in_fc_layers"], config.get("width_divisor", 1))
+    model = convert_model(read_checkpoint(folder / "weights.safetensors"), cfg, source=str(folder))
+    embedder = lse.SyncNetEmbedder(model, chunk=8)  # several chunks, the last one padded: exercises the chunking
+    for case in sorted({k.split("_")[0] for k in io if k.endswith("_lip_in")}):
+        lips = np.transpose(io[f"{case}_lip_in"], (0, 2, 3, 4, 1))  # (N, C, T, H, W) -> (N, T, H, W, C)
+        mfcc = io[f"{case}_aud_in"][:, 0]  # (N, 1, 13, 20) -> (N, 13, 20)
+        yield f"{case}_lip_emb", embedder.forward_lip(lips), io[f"{case}_lip_emb"]
+        yield f"{case}_aud_emb", embedder.forward_aud(mfcc), io[f"{case}_aud_emb"]
+        yield f"{case}_lipfeat", embedder.forward_lipfeat(lips), io[f"{case}_lipfeat"]
+    if "e_audio_int16" in io:
+        mfcc = lse.speech_features_mfcc(io["e_audio_int16"], 16000)
+        yield "e_mfcc", mfcc.T, io["e_mfcc"]  # syncnet_python transposes to (13, frames)
+        video_emb, audio_emb = embedder(io["e_frames_bgr_uint8"], io["e_audio_int16"], rgb=False)
+        yield "e_num_windows", np.array(len(video_emb)), io["e_num_windows"]
+        for run_name in sorted({k.split("_")[0] for k in io if k.endswith("_vshift") and k[0] == "e"}):
+            result = sync.sync_offset_confidence(video_emb, audio_emb, int(io[f"{run_name}_vshift"]))
+            yield f"{run_name}_im_feat", video_emb, io[f"{run_name}_im_feat"]
+            yield f"{run_name}_cc_feat", audio_emb, io[f"{run_name}_cc_feat"]
+            yield from _procedure(run_name, result, io)
+    if "l_im_feat" in io:
+        yield from _procedure("l", sync.sync_offset_confidence(io["l_im_feat"], io["l_cc_feat"], int(io["l_vshift"])),
+                              io)
+
+
+def _procedure(prefix: str, result, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
+    vshift = int(io[f"{prefix}_vshift"])
+    yield f"{prefix}_dists", result.dists, io[f"{prefix}_dists"]
+    yield f"{prefix}_mean_dists", result.mean_dists, io[f"{prefix}_mean_dists"]
+    yield f"{prefix}_argmin", np.array(vshift - result.offset), io[f"{prefix}_argmin"]
+    yield f"{prefix}_offset", np.array(result.offset), io[f"{prefix}_offset"]
+    yield f"{prefix}_min_dist", np.array(result.min_dist), io[f"{prefix}_min_dist"]
+    yield f"{prefix}_conf", np.array(result.confidence), io[f"{prefix}_conf"]
+    yield (f"{prefix}_framewise_conf_medfilt", result.framewise_confidence,
+           io[f"{prefix}_framewise_conf_medfilt"])
+
+
+_EXACT = (0.0, 0.0)
+# Confidences are differences of distances of magnitude ~20-30 (median - min, median - dist at the best offset):
+# 1e-5 relative at the distances' scale is a few 1e-4 absolute, however small the difference itself is.
+_DIFFERENCE = (1e-5, 1e-4)
+fixtures.register_fixture_kind(fixtures.FixtureKind(
+    name="syncnet", matches=_is_syncnet, compare=_compare,
+    # Offsets, argmins and window counts are integers and must match exactly.
+    tolerances={**{f"{p}_{o}": _EXACT for p in ("e15", "e5", "l") for o in ("offset", "argmin")},
+                "e_num_windows": _EXACT,
+                **{f"{p}_{o}": _DIFFERENCE for p in ("e15", "e5", "l") for o in ("conf", "framewise_conf")}}))
