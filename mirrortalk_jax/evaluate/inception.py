@@ -276,7 +276,7 @@ class InceptionV3(nnx.Module):
         self.Conv2d_2b_3x3 = conv(32, 64, 3, padding=1)
         self.Conv2d_3b_1x1 = conv(64, 80, 1)
         self.Conv2d_4a_3x3 = conv(80, 192, 3)
-        kw = dict(precision=precision, rngs=rngs)
+        kw = {"precision": precision, "rngs": rngs}
         self.Mixed_5b = InceptionA(192, 32, **kw)
         self.Mixed_5c = InceptionA(256, 64, **kw)
         self.Mixed_5d = InceptionA(288, 64, **kw)

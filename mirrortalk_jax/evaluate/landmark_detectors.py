@@ -125,4 +125,4 @@ def frame_lmd(generated_frames: np.ndarray, reference_frames: np.ndarray,
     # Skipped frames are masked out; give them finite placeholders so the distance code accepts the arrays.
     pred[~valid], gt[~valid] = 0.0, 0.0
     return {"m_lmd": landmarks.m_lmd(pred, gt, mask=valid), "f_lmd": landmarks.f_lmd(pred, gt, mask=valid),
-            "frames": int(len(valid)), "valid_frames": int(valid.sum())}
+            "frames": len(valid), "valid_frames": int(valid.sum())}
