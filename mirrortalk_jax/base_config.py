@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.max_nonfinite_streak = 10
     # On meshes with fsdp/tensor > 1, refuse parameters bigger than this (MiB) that no rule shards; 0: no check.
     config.train.max_replicated_param_mb = 2.0
+    # Multi-process runs agree every this many steps whether a process got SIGTERM (a tiny all-gather), then all
+    # save and stop after the same step.
+    config.train.preemption_sync_every = 10
 
     # Mesh (data, fsdp, tensor): ici_* within a slice, dcn_* across slices; -1 = all devices left.
     config.mesh = ml_collections.ConfigDict()

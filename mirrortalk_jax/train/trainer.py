@@ -12,7 +12,6 @@ import json
 import time
 import logging
 import os
-import signal
 from pathlib import Path
 
 import jax
@@ -28,6 +27,7 @@ from mirrortalk_jax.evaluate import motion_error, preview
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, param_groups, pretrained, sharding_guard
 from mirrortalk_jax.train import state as state_lib
+from mirrortalk_jax.train.preemption import Preemption
 from mirrortalk_jax.train.metrics import MetricWriter
 
 
@@ -49,21 +49,6 @@ def window_config(data_config) -> pipeline.WindowConfig:
     return pipeline.WindowConfig(window_frames=data_config.window_frames,
                                  reference_frames=data_config.reference_frames,
                                  audio_feature=data_config.audio_feature)
-
-
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks, so it can save a checkpoint and exit cleanly."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint and stopping")
-        self.requested = True
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
 
 
 def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, rng, workdir: Path,
@@ -154,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # ----- Loop -----
     writer = MetricWriter(workdir)
-    preemption = _Preemption()
+    preemption = Preemption(tc.preemption_sync_every)  # SIGTERM to any process: all save and stop together
     start = int(jax.device_get(state.step))
     frames_per_step = tc.batch_size * config.data.window_frames
     last_log = (time.perf_counter(), start)
@@ -180,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     writer.write(step, _evaluate(eval_step, sample_step, state, eval_source, config, mesh,
                                                  step_rng, workdir, step), prefix="eval/")
                 ckpt.save(step, state, train_iter, meta)
-                if preemption.requested:
+                if preemption.should_stop(step):
                     break
         ckpt.save(int(jax.device_get(state.step)), state, train_iter, meta, force=True)
     finally:
