@@ -26,6 +26,8 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     # Checkpoint converters read safetensors without torch.
     "safetensors>=0.4",
+    # jax.export serialization (exported renderers and other artifacts).
+    "flatbuffers>=24",
 ]
 
 EXTRAS_REQUIRE = {
