@@ -1,0 +1,24 @@
+"""`mirrortalk export renderer`: a converted renderer -> a torch-free jax.export artifact (see export/runtime.py)."""
+
+from __future__ import annotations
+
+
+def _export_renderer(args) -> int:
+    from mirrortalk_jax.export import renderers
+
+    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    path = renderers.export_renderer(args.checkpoint, args.out, image_size=args.image_size, platforms=platforms)
+    print(f"wrote {path} (run it with mirrortalk_jax/export/runtime.py: jax + numpy only)")
+    return 0
+
+
+def add_parser(jobs) -> None:
+    export = jobs.add_parser("export", help="write portable jax.export artifacts of converted or trained models"
+                             ).add_subparsers(dest="action", required=True)
+    renderer = export.add_parser("renderer", help="export a renderer (e.g. PIRenderer) as StableHLO + weights")
+    renderer.add_argument("--checkpoint", required=True, help="converted renderer checkpoint folder (model.json)")
+    renderer.add_argument("--out", required=True, help="new artifact folder")
+    renderer.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                          help="render size (default: the checkpoint config's, 256 256 for the released model)")
+    renderer.add_argument("--platforms", default="cpu,cuda,tpu", help="comma-separated lowering platforms")
+    renderer.set_defaults(func=_export_renderer)

@@ -1,0 +1,92 @@
+"""Torch-free renderer artifacts: a converted (or trained) renderer -> jax.export computation + weights + manifest.
+
+    export_renderer("ckpt/dreamtalk/renderer", "exports/pirenderer")        # a converted checkpoint folder
+    export_renderer(model, "exports/pirenderer", config=model_config)      # or a model in memory
+    mirrortalk export renderer --checkpoint ckpt/dreamtalk/renderer --out exports/pirenderer
+
+Each renderer registry model names its interface in SPECS (inputs, outputs, conventions); adding another
+renderer is one more entry. The artifact is run by runtime.py with jax + numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ml_collections
+from flax import nnx
+
+from mirrortalk_jax.export.artifact import (
+    BATCH,
+    DEFAULT_PLATFORMS,
+    ExportSpec,
+    TensorSpec,
+    directory_sha256,
+    export_model,
+)
+
+
+def pirenderer_spec(config: ml_collections.ConfigDict, image_size: tuple[int, int]) -> ExportSpec:
+    """PIRenderer (DreamTalk's renderer): portrait + per-frame 27-frame motion windows -> rendered frames."""
+    from mirrortalk_jax.models import pirenderer
+
+    h, w = image_size
+    window = 2 * pirenderer.SEMANTIC_RADIUS + 1
+    image = (BATCH, h, w, config.image_nc)
+    return ExportSpec(
+        inputs=(TensorSpec("source_image", image, description=(
+                    "the portrait, RGB in [-1, 1] (uint8 / 127.5 - 1), one copy per frame")),
+                TensorSpec("driving_source", (BATCH, window, config.coeff_nc), description=(
+                    f"per frame, the motion of frames i-{pirenderer.SEMANTIC_RADIUS}..i+{pirenderer.SEMANTIC_RADIUS}"
+                    " (clamped at the clip ends) x coefficients: 64 BFM expression, 3 angles, 3 translation, "
+                    "3 crop (s, tx, ty)"))),
+        outputs=(TensorSpec("fake_image", image, description="the rendered frames, RGB in [-1, 1] (tanh)"),),
+        apply=lambda model, source_image, driving_source: {"fake_image": model.render(source_image, driving_source)},
+        conventions={
+            "layout": "NHWC, batch first (frames along the batch)",
+            "image_size": [h, w],
+            "value_range": "images in [-1, 1]; to uint8 as the original demo: clip to [-1, 1], then "
+                           "uint8((x + 1) / 2 * 255) (truncation)",
+            "motion_window": {"frames": window, "radius": pirenderer.SEMANTIC_RADIUS,
+                              "edges": "repeat the first / last frame"},
+            "frame_rate": 25,
+            "original": "ali-vilab/dreamtalk generators/face_model.py FaceGenerator (PIRenderer), net_G_ema",
+        })
+
+
+# Registry model name -> its export interface.
+SPECS: dict[str, Callable[[ml_collections.ConfigDict, tuple[int, int]], ExportSpec]] = {
+    "pirenderer": pirenderer_spec,
+}
+
+
+def export_renderer(model_or_checkpoint_dir: nnx.Module | str | os.PathLike, out_dir: str | os.PathLike, *,
+                    config: ml_collections.ConfigDict | None = None, image_size: Sequence[int] | None = None,
+                    platforms: Sequence[str] = DEFAULT_PLATFORMS) -> Path:
+    """Exports a renderer: a converted checkpoint folder (run.load_converted) or a model with its `config`.
+
+    `image_size` (H, W): default the config's `image_size` (256x256 for the released PIRenderer). The batch
+    size stays symbolic. The manifest records the checkpoint's sha256 (the original file's, when the converter
+    recorded it, and the converted folder's).
+    """
+    source: dict[str, object] = {}
+    if isinstance(model_or_checkpoint_dir, str | os.PathLike):
+        from mirrortalk_jax.convert import converted, run
+
+        directory = Path(model_or_checkpoint_dir)
+        model, config, _ = run.load_converted(directory)
+        meta = converted.load_meta(directory)
+        source = {"checkpoint": meta.get("source") or None, "sha256": meta.get("source_sha256"),
+                  "converted_checkpoint": directory.name, "converted_sha256": directory_sha256(directory)}
+    else:
+        model = model_or_checkpoint_dir
+        if config is None:
+            raise ValueError("pass config= (the model's config) when exporting a model object")
+    if config.name not in SPECS:
+        raise ValueError(f"no export interface for model {config.name!r}; renderers known: {sorted(SPECS)}")
+    size = tuple(int(s) for s in (image_size or config.get("image_size", (256, 256))))
+    if len(size) != 2:
+        raise ValueError(f"image_size must be (height, width), got {size}")
+    return export_model(model, SPECS[config.name](config, size), out_dir, model_name=config.name,
+                        platforms=platforms, model_config=config.to_dict(), source=source)
