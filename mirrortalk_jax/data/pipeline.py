@@ -39,6 +39,9 @@ class WindowConfig:
       waveform: also emit the raw audio of the window, (L * sample_rate / fps,) samples.
       landmarks: also emit the window's 2D landmarks (L, K, 2).
       frames: also emit the window's decoded frames (L, H, W, 3) uint8 (for renderers).
+      reference_landmarks: also emit `reference_landmarks` (K, 3), the 3D landmarks of the first frame of the
+        style reference's clip (another utterance of the speaker): an identity input taken from another clip,
+        for models trained cross-identity (the DreamTalk style predictor).
     """
 
     window_frames: int = 32
@@ -47,6 +50,7 @@ class WindowConfig:
     waveform: bool = False
     landmarks: bool = False
     frames: bool = False
+    reference_landmarks: bool = False
 
     def __post_init__(self):
         if self.audio_feature not in AUDIO_FEATURE_KINDS:
@@ -84,18 +88,21 @@ class WindowSampler(grain.transforms.RandomMap):
                 by_speaker[entry["speaker_index"]].append(i)
         self.by_speaker = dict(by_speaker)
 
-    def _reference(self, record: dict, index: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A style reference clip: another utterance of the speaker when there is one. (R, D), (R,) bool."""
+    def _reference(self, record: dict, index: int | None,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+        """A style reference clip: another utterance of the speaker when there is one. (R, D), (R,) bool, and
+        the record it was cut from."""
         candidates = [i for i in self.by_speaker.get(int(record["speaker_index"]), []) if i != index]
         ref = None
         while candidates and ref is None:
             pick = candidates.pop(int(rng.integers(len(candidates))))
             ref = self.source[pick]  # None if it is a bad record in skip mode: try another one
-        motion = (ref if ref is not None else record)["motion"]
+        ref = ref if ref is not None else record
+        motion = ref["motion"]
         r = self.cfg.reference_frames
         start = int(rng.integers(max(motion.shape[0] - r, 0) + 1))
         mask = _crop(np.ones(motion.shape[0], bool), start, r)
-        return _crop(motion, start, r), mask
+        return _crop(motion, start, r), mask, ref
 
     def random_map(self, element: tuple[int, dict | None], rng: np.random.Generator) -> dict[str, Any] | None:
         index, record = element
@@ -112,7 +119,11 @@ class WindowSampler(grain.transforms.RandomMap):
             "clip_index": np.int32(index),
             "start_frame": np.int32(start),
         }
-        out["reference_motion"], out["reference_mask"] = self._reference(record, index, rng)
+        out["reference_motion"], out["reference_mask"], ref = self._reference(record, index, rng)
+        if cfg.reference_landmarks:
+            if "landmarks_3d" not in ref:
+                raise schema.RecordError(f"clip {ref['clip_id']!r} has no landmarks_3d for reference_landmarks")
+            out["reference_landmarks"] = np.asarray(ref["landmarks_3d"][0], np.float32)
         if cfg.audio_feature != "none":
             out["audio_features"] = _crop(_per_frame_audio(record, cfg.audio_feature, num_frames).astype(np.float32),
                                           start, length)

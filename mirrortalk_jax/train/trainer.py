@@ -48,7 +48,8 @@ def resolve_dataset(data_config) -> Path:
 def window_config(data_config) -> pipeline.WindowConfig:
     return pipeline.WindowConfig(window_frames=data_config.window_frames,
                                  reference_frames=data_config.reference_frames,
-                                 audio_feature=data_config.audio_feature)
+                                 audio_feature=data_config.audio_feature,
+                                 reference_landmarks=bool(data_config.get("reference_landmarks", False)))
 
 
 def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, rng, workdir: Path,
