@@ -158,6 +158,18 @@ def _speech_like(seconds: float, seed: int = 0) -> np.ndarray:
             + 0.01).astype(np.float32)
 
 
+@pytest.mark.parametrize("folder,layers", [(HUBERT, (0, 1)), (W2V_POST, (0,))], ids=["pre_ln", "post_ln"])
+def test_hidden_state_of_a_chosen_layer_matches_the_reference(folder, layers):
+    """What the features job extracts: hidden_states[k] (transformers 4.x numbering), running only k layers."""
+    io, model = np.load(folder / "io.npz"), _model(folder)
+    for k in layers:
+        ref = io["w1_hidden_states"][k, 0]
+        out = ef.one_shot(model, io["w1_waveform"][0], k)
+        assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max(), k
+    with pytest.raises(ValueError, match="layer 3 out of range for 2 layers"):
+        model.hidden_state(io["w1_input_values"], 3)
+
+
 # One chunk layout for the tests below, so they share compiled window shapes: windows of 24 + 2 * 66 = 156
 # frames, buckets of 156 and 78 frames.
 CHUNK = ef.ChunkConfig(chunk_frames=24, context_frames=66, batch_size=4, buckets=2)
@@ -217,8 +229,10 @@ def test_features_command_on_audio_files(tmp_path):
 
 
 def test_features_command_writes_a_dataset_copy(micro_dataset, tmp_path):
+    """From a converted checkpoint: a copy of a SynthTalk split whose records carry (T, 2H) audio_features."""
+    assert convert_hf_audio.main(["--hf_dir", str(HUBERT), "--out", str(tmp_path / "hubert")]) == 0
     out = tmp_path / "with_features"
-    assert cli.main(["features", str(HUBERT), str(micro_dataset), "--out", str(out), "--splits", "heldout_speakers",
+    assert cli.main(["features", str(tmp_path / "hubert"), str(micro_dataset), "--out", str(out), "--splits", "heldout_speakers",
                      "--drop_frames", *CHUNK_ARGS]) == 0
     source = data_sources.ClipSource(micro_dataset, "heldout_speakers")
     copy = data_sources.ClipSource(out, "heldout_speakers")  # validates every record it reads against the schema
