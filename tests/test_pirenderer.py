@@ -115,6 +115,17 @@ def test_released_manifest_fills_the_released_model_exactly():
         name_map.check_manifest(manifest["keys"], convert_pir.RULES, small)
 
 
+def test_released_model_shapes_at_256():
+    """The released sizes trace at the original's 256x256: flow at 64x64, hourglass 2 x 128 channels."""
+    config = pirenderer_configs.get_config("released").model
+    graphdef, state = nnx.split(nnx.eval_shape(run.builder(config, None)))
+    out = jax.eval_shape(lambda s, x, d: nnx.merge(graphdef, s)(x, d), state,
+                         jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32), jax.ShapeDtypeStruct((2, 27, 73), jnp.float32))
+    assert {k: v.shape for k, v in out.items()} == {
+        "descriptor": (2, 256), "hourglass_out": (2, 64, 64, 256), "flow_field": (2, 64, 64, 2),
+        "deformation": (2, 64, 64, 2), "warp_image": (2, 256, 256, 3), "fake_image": (2, 256, 256, 3)}
+
+
 def test_truncated_checkpoint_is_refused(tmp_path):
     data = (FIXTURE / "weights.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
@@ -150,6 +161,7 @@ def test_converted_checkpoint_round_trip(tmp_path, model, io):
     out = convert_pir.convert_renderer(FIXTURE / "weights.safetensors", tmp_path / "ckpt", _small_config())
     meta = converted.load_meta(out)
     assert meta["source_sha256"] == hashlib.sha256((FIXTURE / "weights.safetensors").read_bytes()).hexdigest()
+    assert convert_pir.convert_checkpoint is convert_pir.convert_renderer  # tools/convert_dreamtalk.py's name
     loaded, config, spec = run.load_converted(out)
     assert config.name == "pirenderer" and spec is None
     image, motion = _inputs(io, "c2")
