@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
     # jax.export serialization (exported renderers and other artifacts).
     "flatbuffers>=24",
+    "matplotlib>=3.8",  # the demo's PNG plots
 ]
 
 EXTRAS_REQUIRE = {

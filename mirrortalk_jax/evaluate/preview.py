@@ -24,12 +24,17 @@ def can_preview(spec: MotionSpec) -> bool:
     return spec.name == SYNTHTALK_SPEC.name
 
 
-def render_motion(motion: np.ndarray, image_size: int = 128, face_shape: face.FaceShape | None = None) -> np.ndarray:
-    """(T, 18) SynthTalk motion -> (T, S, S, 3) uint8 frames."""
+def render_motion(motion: np.ndarray, image_size: int = 128, face_shape: face.FaceShape | None = None,
+                  appearance: raster.Appearance | None = None) -> np.ndarray:
+    """(T, 18) SynthTalk motion -> (T, S, S, 3) uint8 frames.
+
+    With a record's face shape and appearance (its metadata) this redraws the record's own frames exactly, so
+    image metrics of generated motion compare like with like.
+    """
     motion = np.asarray(motion, np.float32)
     points = face.project(face.landmarks_3d(motion, face_shape or face.FaceShape()), image_size)
     gaze = motion[:, [SYNTHTALK_SPEC.index("gaze_x"), SYNTHTALK_SPEC.index("gaze_y")]]
-    return raster.render_frames(points, PREVIEW_APPEARANCE, image_size, gaze=gaze)
+    return raster.render_frames(points, appearance or PREVIEW_APPEARANCE, image_size, gaze=gaze)
 
 
 def write_side_by_side(path: str | os.PathLike, panels: list[np.ndarray], fps: float,

@@ -1,0 +1,76 @@
+"""`mirrortalk evaluate`: the results table (Markdown, CSV, JSON) for trained runs on dataset splits.
+
+    mirrortalk evaluate --dataset_dir DIR --expert RUN --judge RUN [--regression RUN] \
+        --model MirrorTalk=runs/mirrortalk --model "w/o HSIC=runs/mirrortalk_no_hsic" [--out DIR]
+
+Rows: Ground Truth, mean motion, nearest-neighbour audio retrieval, the audio-only regression (with
+--regression), then every --model (MirrorTalk runs or ablations). --judge is an independently trained style
+encoder (configs/style_encoder.py with its own seed), never a generator's own SDSE.
+"""
+
+from __future__ import annotations
+
+
+def _run(args) -> int:
+    from pathlib import Path
+
+    from mirrortalk_jax.evaluate import results_table, style_similarity, suite
+    from mirrortalk_jax.train import pretrained
+
+    models = []
+    for item in args.model:
+        name, sep, run = item.partition("=")
+        if not sep or not name or not run:
+            raise ValueError(f"--model takes NAME=RUN_DIR, got {item!r}")
+        models.append((name, Path(run)))
+    if not models and not args.regression:
+        raise ValueError("nothing to evaluate: give --model NAME=RUN (and/or --regression RUN)")
+    settings = suite.Settings(ddim_steps=args.ddim_steps, vshift=args.vshift, seed=args.seed,
+                              image_metrics=not args.no_image_metrics)
+    first = pretrained.load_config(models[0][1] if models else args.regression)[0]
+    reference_frames = int(first.data.get("reference_frames", 64))
+    dataset_dir = Path(args.dataset_dir)
+    splits = [suite.load_split(dataset_dir, s, first.data.audio_feature, reference_frames,
+                               max_clips=args.max_clips) for s in args.splits.split(",")]
+    judge_config = pretrained.load_config(models[0][1])[0] if models else None
+    judges = suite.Judges(expert=pretrained.load_model(args.expert).model,
+                          style=style_similarity.StyleEvaluator.from_run(args.judge, generator_config=judge_config))
+    methods = {"Ground Truth": suite.ground_truth(), "Mean motion": suite.mean_motion(dataset_dir, args.train_split),
+               "Nearest-neighbour audio retrieval": suite.nearest_neighbour(dataset_dir, first.data.audio_feature,
+                                                                             args.train_split)}
+    if args.regression:
+        methods["Audio-only regression"] = suite.regression(args.regression)
+    for name, run in models:
+        methods[name] = suite.mirrortalk(run, settings)
+    rows, predictions = suite.evaluate(splits, methods, judges, settings, progress=lambda m: print(f"scoring {m}"))
+    table = results_table.ResultsTable(rows, {
+        "units": "M-LMD/F-LMD in pixels; Sync_conf = LSE-C of the motion expert; FID under the pixel-projection "
+                 "extractor", "dataset": str(dataset_dir),
+        "sampler": f"DDIM {settings.ddim_steps} steps, seed {settings.seed}"})
+    paths = table.write(args.out)
+    if args.previews and models:
+        for split in splits:
+            suite.write_previews(Path(args.out) / "previews", split, predictions[split.name], models[0][0],
+                                 count=args.previews)
+    print(table.to_markdown())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def add_parser(jobs) -> None:
+    parser = jobs.add_parser("evaluate", help="score trained runs on dataset splits into the results table")
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--splits", default="heldout_sentences,heldout_speakers")
+    parser.add_argument("--train_split", default="train", help="where the mean-motion and retrieval baselines look")
+    parser.add_argument("--expert", required=True, help="motion-expert run (the Sync_conf embedder)")
+    parser.add_argument("--judge", required=True, help="independent style-encoder run (StyleSim)")
+    parser.add_argument("--regression", default="", help="audio-only regression run (a baseline row)")
+    parser.add_argument("--model", action="append", default=[], help="NAME=RUN_DIR of a MirrorTalk run (repeat)")
+    parser.add_argument("--out", default="results", help="folder for results.{md,csv,json} and previews")
+    parser.add_argument("--max_clips", type=int, default=0, help="clips per split (0: all)")
+    parser.add_argument("--ddim_steps", type=int, default=20)
+    parser.add_argument("--vshift", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--previews", type=int, default=0, help="preview videos per split of the first --model")
+    parser.add_argument("--no_image_metrics", action="store_true", help="skip SSIM/PSNR/FID (faster)")
+    parser.set_defaults(func=_run)

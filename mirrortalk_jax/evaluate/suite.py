@@ -1,0 +1,312 @@
+"""The evaluation suite: methods of the results table, run on a dataset split and scored with every metric.
+
+A *method* maps a split to one motion sequence per clip (Ground Truth, mean motion, nearest-neighbour audio
+retrieval, the audio-only regression, MirrorTalk and its ablations, later DreamTalk and MimicTalk). Every
+method is scored the same way (`score`):
+
+  M-LMD / F-LMD   pixel landmarks of the prediction (the speaker's own parametric face, the dataset's camera)
+                  against the record's landmarks_2d, per frame mean-centred (evaluate.landmarks);
+  Sync_conf/LSE-D the SyncNet offset procedure with the motion expert as embedder (vshift frames);
+  StyleSim        cosine between an independent style encoder's embeddings of the prediction and of the
+                  clip's reference (another utterance of the same speaker); Retrieval = top-1 speaker;
+  AED / APD       L1 on expression / pose channels (MotionSpec groups);
+  SSIM / PSNR     the prediction drawn with the record's face shape and appearance against the record's
+                  frames (SynthTalk draws frames from motion, so Ground Truth scores SSIM 1);
+  FID             all drawn frames against all record frames under a feature extractor (evaluate.fid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mirrortalk_jax.data.audio_features import audio_frame_features
+from mirrortalk_jax.data.schema import decode_frames
+from mirrortalk_jax.data.sources import ClipSource
+from mirrortalk_jax.data.synthtalk import face, raster
+from mirrortalk_jax.evaluate import fid as fid_lib
+from mirrortalk_jax.evaluate import image_quality, landmarks, motion_error, preview, style_similarity, sync
+
+
+@dataclasses.dataclass
+class Clip:
+    clip_id: str
+    speaker: int
+    motion: np.ndarray  # (T, D)
+    audio: np.ndarray  # (T, F) frame-aligned features
+    waveform: np.ndarray  # (N,) for preview videos
+    sample_rate: int
+    fps: float
+    landmarks_2d: np.ndarray  # (T, 68, 2) pixels
+    face_shape: np.ndarray  # (8,)
+    appearance: np.ndarray  # (9, 3) uint8
+    frames: np.ndarray | None  # (T, H, W, 3) uint8, None when the dataset has no frames
+    ref_index: int = -1  # reference clip: the next clip of the same speaker (cyclic)
+    control_ref_index: int | None = None  # a clip of another speaker (the style-transfer control)
+
+
+@dataclasses.dataclass
+class Split:
+    name: str
+    clips: list[Clip]
+    refs: list[tuple[np.ndarray, np.ndarray]]  # per clip: centre crop (R, D) of its motion and its mask (R,)
+    image_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    ddim_steps: int = 20
+    chunk_frames: int = 0  # 0: the generator's window_frames
+    overlap_frames: int = 8
+    # Largest offset searched by Sync_conf. syncnet_python's 15 is too large for clips of 30-60 frames: the
+    # procedure zero-pads the audio embeddings and a zero row can beat a misaligned window at the edges.
+    vshift: int = 10
+    seed: int = 0
+    image_metrics: bool = True
+
+
+def _crop(motion: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre crop of `frames` frames, zero-padded and masked when the clip is shorter."""
+    start = max((motion.shape[0] - frames) // 2, 0)
+    piece = motion[start:start + frames]
+    out = np.zeros((frames, motion.shape[1]), np.float32)
+    out[:len(piece)] = piece
+    return out, np.arange(frames) < len(piece)
+
+
+def load_split(dataset_dir: str | os.PathLike, split: str, audio_feature: str, reference_frames: int, *,
+               with_frames: bool = True, max_clips: int = 0) -> Split:
+    """The clips of a split with their reference assignments.
+
+    `max_clips` > 0 keeps about that many: the first k clips of every speaker, k = max(2, max_clips / speakers),
+    so each clip keeps a same-speaker reference. Speakers with a single clip are left out (no reference).
+    """
+    source = ClipSource(dataset_dir, split)
+    records = [source[i] for i in range(len(source))]
+    by_speaker: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        by_speaker.setdefault(int(r["speaker_index"]), []).append(i)
+    by_speaker = {s: idx for s, idx in by_speaker.items() if len(idx) >= 2}
+    if not by_speaker:
+        raise ValueError(f"{dataset_dir}/{split}: no speaker has two clips, so there is no reference clip")
+    if max_clips > 0:
+        per_speaker = max(2, -(-max_clips // len(by_speaker)))
+        by_speaker = {s: idx[:per_speaker] for s, idx in by_speaker.items()}
+    clips = []
+    for i in sorted(i for idx in by_speaker.values() for i in idx):
+        r = records[i]
+        motion = np.asarray(r["motion"], np.float32)
+        meta = json.loads(r["metadata"])
+        has_frames = with_frames and "frames" in r and len(r["frames"]) > 0
+        clips.append(Clip(
+            clip_id=r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else str(r["clip_id"]),
+            speaker=int(r["speaker_index"]), motion=motion,
+            audio=audio_frame_features(r["audio"], motion.shape[0], kind=audio_feature,
+                                       fps=float(r["fps"])).astype(np.float32),
+            waveform=np.asarray(r["audio"], np.float32), sample_rate=int(r["sample_rate"]), fps=float(r["fps"]),
+            landmarks_2d=np.asarray(r["landmarks_2d"], np.float32),
+            face_shape=np.asarray(meta["face_shape"], np.float64),
+            appearance=np.asarray(meta["appearance"], np.uint8),
+            frames=decode_frames(r["frames"]) if has_frames else None))
+    speakers = sorted({c.speaker for c in clips})
+    by_speaker = {s: [i for i, c in enumerate(clips) if c.speaker == s] for s in speakers}
+    for i, c in enumerate(clips):
+        own = by_speaker[c.speaker]
+        c.ref_index = own[(own.index(i) + 1) % len(own)]
+        if len(speakers) > 1:
+            other = by_speaker[speakers[(speakers.index(c.speaker) + 1) % len(speakers)]]
+            c.control_ref_index = other[own.index(i) % len(other)]
+    return Split(split, clips, [_crop(c.motion, reference_frames) for c in clips],
+                 int(source.info.metadata["image_size"]))
+
+
+# ----- Methods -----
+
+Method = Callable[[Split], list[np.ndarray]]
+
+
+def ground_truth() -> Method:
+    return lambda split: [c.motion for c in split.clips]
+
+
+def _train_clips(dataset_dir, train_split: str):
+    source = ClipSource(dataset_dir, train_split)
+    return source, [source[i] for i in range(len(source))]
+
+
+def mean_motion(dataset_dir: str | os.PathLike, train_split: str = "train") -> Method:
+    """Every frame = the training split's per-channel mean motion."""
+    _, records = _train_clips(dataset_dir, train_split)
+    mean = np.concatenate([r["motion"] for r in records]).mean(0).astype(np.float32)
+    return lambda split: [np.broadcast_to(mean, c.motion.shape).copy() for c in split.clips]
+
+
+def _context(features: np.ndarray, radius: int) -> np.ndarray:
+    """(T, F) -> (T, (2r+1) F): each frame with its neighbours (edges repeated)."""
+    padded = np.pad(features, ((radius, radius), (0, 0)), mode="edge")
+    return np.concatenate([padded[i:i + len(features)] for i in range(2 * radius + 1)], axis=1)
+
+
+def nearest_neighbour(dataset_dir: str | os.PathLike, audio_feature: str, train_split: str = "train",
+                      radius: int = 2, bands: int = 80) -> Method:
+    """Each frame takes the motion of the training frame whose audio context (+-radius frames) is closest.
+
+    Features are the per-frame mean over the sub-frames of the audio features (`bands` wide), standardised
+    with the training statistics; a non-learned baseline for what audio alone predicts.
+    """
+    _, records = _train_clips(dataset_dir, train_split)
+
+    def feats(audio: np.ndarray) -> np.ndarray:
+        return _context(audio.reshape(audio.shape[0], -1, bands).mean(1), radius)
+
+    bank = np.concatenate([feats(audio_frame_features(r["audio"], len(r["motion"]), kind=audio_feature,
+                                                      fps=float(r["fps"]))) for r in records]).astype(np.float32)
+    motions = np.concatenate([r["motion"] for r in records]).astype(np.float32)
+    mean, std = bank.mean(0), bank.std(0) + 1e-6
+    bank = jnp.asarray((bank - mean) / std)
+    bank_sq = jnp.sum(bank * bank, axis=1)
+
+    @jax.jit
+    def nearest(queries):
+        return jnp.argmin(bank_sq[None] - 2.0 * queries @ bank.T, axis=1)
+
+    def predict(split: Split) -> list[np.ndarray]:
+        return [motions[np.asarray(nearest(jnp.asarray((feats(c.audio) - mean) / std)))] for c in split.clips]
+    return predict
+
+
+def regression(run_dir: str | os.PathLike) -> Method:
+    """The audio-only regression baseline of a trained configs/synthtalk_regression.py run."""
+    from flax import nnx
+
+    from mirrortalk_jax.train import pretrained
+    model = pretrained.load_model(run_dir).model
+    forward = nnx.jit(lambda m, audio: m(audio))
+    return lambda split: [np.asarray(forward(model, c.audio[None]))[0] for c in split.clips]
+
+
+def _pad_batch(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """[(T_i, F)] -> (B, T_max, F), edge-padded at the end (the padded frames are dropped afterwards)."""
+    t_max = max(a.shape[0] for a in arrays)
+    return np.stack([np.pad(a, ((0, t_max - a.shape[0]), (0, 0)), mode="edge") for a in arrays])
+
+
+def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
+    """A trained MirrorTalk run (or ablation) generating each clip from its audio and its reference clip.
+
+    All clips of a split go in one batch, so generation compiles once per split. `control` takes the
+    reference from another speaker instead (StyleSim should then drop: the style path is used).
+    """
+    from mirrortalk_jax.models import mirrortalk as mirrortalk_lib
+    from mirrortalk_jax.train import pretrained
+    loaded = pretrained.load_model(run_dir)
+    chunk = settings.chunk_frames or int(loaded.config.data.window_frames)
+
+    def predict(split: Split) -> list[np.ndarray]:
+        refs = [c.control_ref_index if control else c.ref_index for c in split.clips]
+        if any(r is None for r in refs):
+            raise ValueError(f"split {split.name} has one speaker: no other-speaker reference for the control")
+        out = mirrortalk_lib.generate(
+            loaded.model, jnp.asarray(_pad_batch([c.audio for c in split.clips])),
+            jnp.asarray(np.stack([split.refs[r][0] for r in refs])), jnp.asarray(np.stack([split.refs[r][1] for r in refs])),
+            jax.random.key(settings.seed), chunk_frames=chunk, overlap_frames=settings.overlap_frames,
+            num_steps=settings.ddim_steps)
+        out = np.asarray(out)
+        return [out[i, :c.motion.shape[0]] for i, c in enumerate(split.clips)]
+    return predict
+
+
+# ----- Scoring -----
+
+
+@dataclasses.dataclass
+class Judges:
+    """The frozen models that score: a motion expert (sync), an independent style encoder, a FID extractor."""
+
+    expert: object
+    style: style_similarity.StyleEvaluator
+    fid_extractor: fid_lib.FeatureExtractor = dataclasses.field(default_factory=fid_lib.PixelProjection)
+
+
+def draw(motion: np.ndarray, clip: Clip, image_size: int) -> np.ndarray:
+    """Motion drawn as the clip's own speaker (face shape, colours): (T, S, S, 3) uint8."""
+    return preview.render_motion(motion, image_size, face.FaceShape.from_array(clip.face_shape),
+                                 raster.Appearance.from_array(clip.appearance))
+
+
+def score(preds: Sequence[np.ndarray], split: Split, judges: Judges, settings: Settings) -> dict[str, float]:
+    """Every metric of the table for one method on one split, averaged over clips (FID over all frames)."""
+    from mirrortalk_jax.models.motion_expert import sync_offset_confidence
+    from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
+
+    clips = split.clips
+    if len(preds) != len(clips):
+        raise ValueError(f"{len(preds)} predictions for {len(clips)} clips of {split.name}")
+    per_clip: dict[str, list[float]] = {k: [] for k in ("m_lmd", "f_lmd", "aed", "apd", "ssim", "psnr")}
+    syncs, drawn = [], []
+    for pred, c in zip(preds, clips):
+        if pred.shape != c.motion.shape:
+            raise ValueError(f"prediction for {c.clip_id} has shape {pred.shape}, expected {c.motion.shape}")
+        lm = landmarks.synthtalk_landmarks(pred, c.face_shape, split.image_size)
+        per_clip["m_lmd"].append(landmarks.m_lmd(lm, c.landmarks_2d))
+        per_clip["f_lmd"].append(landmarks.f_lmd(lm, c.landmarks_2d))
+        errors = motion_error.region_errors(pred[None], c.motion[None], np.ones((1, len(pred)), bool), SYNTHTALK_SPEC)
+        per_clip["aed"].append(errors["aed"])
+        per_clip["apd"].append(errors["apd"])
+        syncs.append(sync_offset_confidence(judges.expert, pred, c.audio, vshift=settings.vshift))
+        if settings.image_metrics and c.frames is not None:
+            frames = draw(pred, c, split.image_size)
+            drawn.append(frames)
+            per_clip["ssim"].append(float(image_quality.mean_ssim(frames, c.frames, data_range=255, channel_axis=-1)))
+            per_clip["psnr"].append(float(np.mean(np.asarray(image_quality.psnr(c.frames, frames, data_range=255)))))
+    out = {k: float(np.mean(v)) if v else None for k, v in per_clip.items()}
+    out.update(sync.summarize(syncs))
+    gen = judges.style.embed(list(preds))
+    ref = judges.style.embed([split.refs[c.ref_index][0][split.refs[c.ref_index][1]] for c in clips])
+    gallery = judges.style.embed([m[k] for m, k in split.refs])
+    labels = np.array([c.speaker for c in clips])
+    out["style_sim"] = style_similarity.style_similarity(gen, ref)
+    out["retrieval_acc"] = style_similarity.retrieval_accuracy(gen, labels, gallery, labels,
+                                                               np.eye(len(clips), dtype=bool))
+    # Clamped: identical sets come out at -1e-12 or so, and a distance is never negative.
+    out["fid"] = (max(fid_lib.fid_of_frames([c.frames for c in clips], drawn, judges.fid_extractor), 0.0)
+                  if drawn and len(drawn) == len(clips) else None)
+    out["num_clips"] = len(clips)
+    return out
+
+
+def evaluate(splits: Sequence[Split], methods: dict[str, Method], judges: Judges, settings: Settings,
+             progress: Callable[[str], None] = lambda message: None
+             ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, list[np.ndarray]]]]:
+    """Scores every method on every split: (rows[split][method] = metrics, predictions[split][method])."""
+    rows, predictions = {}, {}
+    for split in splits:
+        rows[split.name], predictions[split.name] = {}, {}
+        for name, method in methods.items():
+            progress(f"{split.name}: {name}")
+            preds = [np.asarray(p, np.float32) for p in method(split)]
+            predictions[split.name][name] = preds
+            rows[split.name][name] = score(preds, split, judges, settings)
+    return rows, predictions
+
+
+def write_previews(directory: str | os.PathLike, split: Split, predictions: dict[str, list[np.ndarray]],
+                   method: str, count: int = 2, image_size: int = 128) -> list[Path]:
+    """Side-by-side mp4s (ground truth | `method`) with the clip's audio, for the first `count` speakers."""
+    paths, seen = [], set()
+    for i, c in enumerate(split.clips):
+        if c.speaker in seen or len(paths) >= count:
+            continue
+        seen.add(c.speaker)
+        paths.append(preview.write_side_by_side(
+            Path(directory) / f"{split.name}_{c.clip_id}_{method.lower().replace(' ', '_')}.mp4",
+            [c.motion, predictions[method][i]], fps=c.fps, audio=c.waveform, sample_rate=c.sample_rate,
+            image_size=image_size))
+    return paths
