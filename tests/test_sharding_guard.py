@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from mirrortalk_jax import base_config
-from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
+from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC, MotionSpec
 from mirrortalk_jax.models import layers, registry
 from mirrortalk_jax.train import mesh as mesh_lib
 from mirrortalk_jax.train import sharding_guard, state as state_lib, trainer
@@ -36,9 +36,25 @@ CONFIGS = [(os.path.relpath(path, ROOT), variant) for path in sorted(glob.glob(o
            for variant in _variants(path)]
 
 
+def _spec(config):
+    """SynthTalk's motion space, or one of the width a config fixes (e.g. 64 BFM coefficients)."""
+    dim = int(config.model.get("motion_dim", 0) or 0)
+    if not dim or dim == SYNTHTALK_SPEC.dim:
+        return SYNTHTALK_SPEC
+    channels = tuple(f"c{i}" for i in range(dim))
+    quarter = dim // 4
+    groups = {"lower": channels[:quarter], "upper": channels[quarter:2 * quarter],
+              "eyes": channels[2 * quarter:3 * quarter], "pose": channels[3 * quarter:]}
+    return MotionSpec(f"test_{dim}", channels, groups)
+
+
+def _rules(config):
+    return dict(mesh_lib.logical_rules(config.mesh.get("logical_axis_rules") if "mesh" in config else None))
+
+
 def _abstract_training(config):
-    return state_lib.make_training(lambda rngs: registry.create_model(config.model, SYNTHTALK_SPEC, rngs),
-                                   config.train)
+    spec = _spec(config)
+    return state_lib.make_training(lambda rngs: registry.create_model(config.model, spec, rngs), config.train)
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,8 +71,8 @@ def test_every_config_variant_is_walked():
 @pytest.mark.parametrize("path, variant", CONFIGS)
 def test_every_parameter_has_logical_axes_the_rules_know(path, variant):
     config = base_config.load_config_file(os.path.join(ROOT, path), variant)
-    model = nnx.eval_shape(lambda: registry.create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0)))
-    rules = dict(mesh_lib.logical_rules(config.mesh.logical_axis_rules))
+    model = nnx.eval_shape(lambda: registry.create_model(config.model, _spec(config), nnx.Rngs(0)))
+    rules = _rules(config)
     missing, unknown = [], set()
     for name, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         axes = var.get_metadata().get("out_sharding")
@@ -68,12 +84,17 @@ def test_every_parameter_has_logical_axes_the_rules_know(path, variant):
     assert not unknown, f"{path}:{variant} uses logical axes the rules table does not map: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("path, variant", [c for c in CONFIGS if c[1] in ("base", "large", "default")])
-@pytest.mark.parametrize("mesh_shape", [(1, 8, 1), (1, 4, 2), (1, 1, 8)])
+def _trained(path, variant):
+    config = base_config.load_config_file(os.path.join(ROOT, path), variant)
+    return "train" in config and "mesh" in config
+
+
+@pytest.mark.parametrize("path, variant", [c for c in CONFIGS if c[1] != "tiny" and _trained(*c)])
+@pytest.mark.parametrize("mesh_shape", [(1, 8, 1), (1, 4, 2)])  # the meshes that shard parameters: FSDP (+TP)
 def test_real_models_pass_the_guard(path, variant, mesh_shape):
     config, abstract = _abstract_state(path, variant)
     mesh = mesh_lib.create_mesh(dict(zip(("ici_data", "ici_fsdp", "ici_tensor"), mesh_shape)))
-    shardings = state_lib.state_shardings(abstract, mesh, mesh_lib.logical_rules(config.mesh.logical_axis_rules))
+    shardings = state_lib.state_shardings(abstract, mesh, tuple(_rules(config).items()))
     sharding_guard.check_parameters_sharded(abstract.params, shardings.params, mesh,
                                             max_replicated_mb=config.train.max_replicated_param_mb)
 
