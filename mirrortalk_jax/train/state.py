@@ -117,7 +117,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         rng = jax.random.fold_in(rng, state.step)
 
         def loss_fn(params):
-            model = nnx.merge(graphdef, params, state.model_state)
+            # copy=True: fresh Variables in this trace, so layers that update statistics in training
+            # (BatchNorm) may mutate them; the originals belong to the enclosing trace.
+            model = nnx.merge(graphdef, params, state.model_state, copy=True)
             loss, metrics = model.loss(batch, rng, train=True)
             return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
