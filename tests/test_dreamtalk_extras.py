@@ -95,6 +95,11 @@ def test_lip_expert_shapes_and_sync_loss_gradient():
     assert np.abs(np.asarray(p_other) - np.asarray(p)).max() > 1e-4
     with pytest.raises(ValueError, match="18"):
         model.embed_motion(motion_w[..., :6], code)
+    config = _config("dreamtalk_lip_expert")
+    config.model.similarity = "relu"  # Wav2Lip's form: non-negative embeddings, P = cos
+    _, em, ea, p = forward(_model(config), motion_w, audio_w, ref, ref_mask)
+    assert np.all(np.asarray(em) >= 0) and np.all(np.asarray(ea) >= 0)
+    np.testing.assert_allclose(p, np.clip(np.sum(np.asarray(em) * np.asarray(ea), -1), 1e-6, 1 - 1e-6), rtol=1e-5)
 
     motion, audio = _normal(rng, 3, 16, 18), _normal(rng, 3, 16, 320)
     mask = jnp.asarray(np.arange(16)[None] < np.array([[16], [10], [16]]))

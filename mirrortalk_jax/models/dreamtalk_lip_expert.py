@@ -130,14 +130,13 @@ def build_style_encoder(config, spec: MotionSpec, rngs: nnx.Rngs) -> tuple[nnx.M
 
 
 class LipEncoder(nnx.Module):
-    """Mouth-motion window (N, K, C) and style features (N, Hs) -> (N, E) unit vector.
+    """Mouth-motion window (N, K, C) and style features (N, Hs) -> (N, E) (before normalisation).
 
     Mostly an MLP, as in the paper: per-frame projection, the K frames flattened (order matters), the style
     features concatenated with that intermediate feature, two more dense layers.
     """
 
     def __init__(self, in_dim: int, window: int, hidden: int, style_hidden: int, embed_dim: int, rngs: nnx.Rngs):
-        self.window, self.in_dim = window, in_dim
         self.frame = layers.dense(in_dim, hidden, ("motion", "embed"), rngs)
         self.flat = layers.dense(window * hidden, hidden, ("mlp", "embed"), rngs)
         self.fuse = layers.dense(hidden + style_hidden, hidden, ("mlp", "embed"), rngs)
