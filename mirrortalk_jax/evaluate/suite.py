@@ -286,14 +286,19 @@ def evaluate(splits: Sequence[Split], methods: dict[str, Method], judges: Judges
              progress: Callable[[str], None] = lambda message: None
              ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, list[np.ndarray]]]]:
     """Scores every method on every split: (rows[split][method] = metrics, predictions[split][method])."""
+    from tqdm import tqdm
+
     rows, predictions = {}, {}
-    for split in splits:
-        rows[split.name], predictions[split.name] = {}, {}
-        for name, method in methods.items():
-            progress(f"{split.name}: {name}")
-            preds = [np.asarray(p, np.float32) for p in method(split)]
-            predictions[split.name][name] = preds
-            rows[split.name][name] = score(preds, split, judges, settings)
+    with tqdm(total=len(splits) * len(methods), desc="evaluate", unit="method") as bar:
+        for split in splits:
+            rows[split.name], predictions[split.name] = {}, {}
+            for name, method in methods.items():
+                progress(f"{split.name}: {name}")
+                bar.set_postfix_str(f"{split.name}: {name}")
+                preds = [np.asarray(p, np.float32) for p in method(split)]
+                predictions[split.name][name] = preds
+                rows[split.name][name] = score(preds, split, judges, settings)
+                bar.update(1)
     return rows, predictions
 
 
