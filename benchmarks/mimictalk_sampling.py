@@ -51,8 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
 
-def build_model(variant: str):
+def build_model(variant: str, query_chunk: int | None = None):
     config = base_config.load_config_file(str(ROOT / "configs" / "mimictalk_a2m.py"), variant)
+    if query_chunk is not None:
+        config.model.attention_query_chunk = query_chunk
     model = create_model(config.model, None, nnx.Rngs(0))
     # Leave the identity initialisation of the adaptive norms and the zero null prompt, so every branch and
     # every flow time carries signal. The q/k RMSNorm gains start at 1, which with the x10 logit scale gives
@@ -109,10 +111,13 @@ def memory_mib(compiled) -> dict[str, float | None]:
     return {"compiled_total_mib": round(total / MIB, 1), "temp_mib": round(mem.temp_size_in_bytes / MIB, 1)}
 
 
-def unoptimised(model, audio, context, x0, *, steps: int, guidance: float) -> np.ndarray:
+def unoptimised(model, variant: str, audio, context, x0, *, steps: int, guidance: float) -> np.ndarray:
     """A Python loop of torchdiffeq-style midpoint steps; every velocity call re-encodes the audio and runs each
-    guidance branch on its own (one jitted call per branch evaluation)."""
-    graphdef, state = nnx.split(model)
+    guidance branch on its own (one jitted call per branch evaluation), attention in one block (no query blocks).
+    `model` is the benchmarked model (of config `variant`); its weights go into one built without query blocks."""
+    plain, _ = build_model(variant, query_chunk=0)
+    nnx.update(plain, nnx.state(model))
+    graphdef, state = nnx.split(plain)
 
     @jax.jit
     def velocity(state, x, t, drop):
@@ -185,7 +190,7 @@ def main(argv=None) -> dict:
             compiled, state, _ = compiled_sampler(model, audio_c, context_c, x0_c, steps=args.steps,
                                                   guidance=guidance, method="midpoint")
             fast = np.asarray(compiled(state, audio_c, context_c, x0_c))
-            slow = unoptimised(model, audio_c, context_c, x0_c, steps=args.steps, guidance=guidance)
+            slow = unoptimised(model, args.variant, audio_c, context_c, x0_c, steps=args.steps, guidance=guidance)
             checks.append({"guidance": guidance, "max_abs_diff": float(np.abs(fast - slow).max()),
                            "max_rel_diff": float(np.abs(fast - slow).max() / np.abs(slow).max())})
         results["check_vs_unoptimised"] = {"seconds_of_audio": args.check_seconds, "runs": checks}

@@ -16,7 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from mirrortalk_jax.convert import fixtures, mimictalk, name_map, run, sources
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-from mirrortalk_jax.models import mimictalk_a2m
+from mirrortalk_jax.models import icl_transformer, mimictalk_a2m
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.objectives import flow_matching, infill_masks
 from mirrortalk_jax.sample import ode
@@ -222,6 +222,15 @@ def test_ode_methods_and_guidance():
     seen.clear()
     v = ode.guided(branch, 2.5)(jnp.zeros((2, 3)), 0.0)  # null 0, cond 1 -> 0 + (1 - 0) * 2.5
     assert seen == [[False, False, True, True]] and np.allclose(v, 2.5)
+
+
+def test_attention_in_query_blocks_equals_one_block():
+    k = jax.random.split(jax.random.key(0), 4)
+    q, key, v = (jax.random.normal(k[i], (2, 3, 50, 8)) for i in range(3))
+    mask = jnp.arange(50)[None] < jnp.array([[50], [37]])
+    one = icl_transformer.attend(q, key, v, mask, 10.0)
+    for chunk in (16, 25, 64):  # padded last block, exact blocks, one block
+        np.testing.assert_allclose(icl_transformer.attend(q, key, v, mask, 10.0, chunk), one, rtol=1e-6, atol=1e-6)
 
 
 def _tiny(**model):
