@@ -302,6 +302,7 @@ def test_tiny_config_trains_with_the_shared_trainer(tiny_dataset, tmp_path):
     assert evals and np.isfinite(evals[-1]["eval/loss"]) and np.isfinite(evals[-1]["eval/sample/mse/lower"])
 
 
+@pytest.mark.slow
 def test_sharded_training_step(tiny_dataset, tmp_path):
     """Two steps on a (2, 2, 2) data/fsdp/tensor mesh: attention and feed-forward weights are sharded."""
     assert jax.device_count() == 8
