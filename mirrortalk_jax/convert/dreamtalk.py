@@ -1,0 +1,290 @@
+"""DreamTalk's denoiser checkpoint (`checkpoints/denoising_network.pth`) -> models.dreamtalk.DreamTalk.
+
+    tensors = read_denoiser("denoising_network.pth")          # torch (weights_only=True) or a safetensors export
+    model = convert_model(tensors, configs.dreamtalk.get_config("released").model)
+
+The file is a dict whose `model_state_dict` holds `diff_net.*` keys (the original loader keeps only those, strips
+the prefix and loads `DiffusionNet` strictly); here every `diff_net.net.*` parameter lands under `net/` of our
+model. Layouts: nn.Linear (out, in) -> kernel (in, out); nn.MultiheadAttention's in_proj (3D, D) rows [q; k; v]
+-> (D, 3, D); LayerNorm weight -> scale. Buffers are consumed and checked against what our config computes:
+the variance schedule (`var_sched.*`, 1001 entries), the null style clip and mask, and the sinusoid tables
+(`*.pos_embed.pos_table`); a mismatch means the checkpoint was made with other settings than the config.
+
+The module registers the "dreamtalk_denoiser" fixture kind (tools/check_fixture.py): it builds the model at
+the sizes the fixture's config.json names and compares forwards (outputs and intermediates, the plain and
+the cached sampling path), the audio windows and complete DDIM runs (fast sampler, chunked sampler, and the
+literal transcription of the original loop with its per-step traces).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from mirrortalk_jax.convert import fixtures, hooks, run, sources
+from mirrortalk_jax.convert.name_map import Rule
+from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.models import torch_compat
+from mirrortalk_jax.models.dreamtalk_net import dims_from_config
+
+PREFIX = "diff_net."
+NESTING = ("model_state_dict",)
+
+
+def in_proj_weight(weight: np.ndarray) -> np.ndarray:
+    """nn.MultiheadAttention in_proj_weight (3D, D), rows [q; k; v] -> (D_in, 3, D_out)."""
+    d = weight.shape[1]
+    if weight.shape[0] != 3 * d:
+        raise ConversionError(f"in_proj_weight of shape {weight.shape} is not (3D, D)")
+    return np.transpose(weight.reshape(3, d, d), (2, 0, 1))
+
+
+def in_proj_bias(bias: np.ndarray) -> np.ndarray:
+    """(3D,) -> (3, D)."""
+    if bias.shape[0] % 3:
+        raise ConversionError(f"in_proj_bias of shape {bias.shape} does not split into [q; k; v]")
+    return bias.reshape(3, -1)
+
+
+def _linear(source: str, target: str) -> tuple[Rule, ...]:
+    return (Rule(source + r"\.weight", target + "/kernel", hooks.linear), Rule(source + r"\.bias", target + "/bias"))
+
+
+def _norm(source: str, target: str) -> tuple[Rule, ...]:
+    return (Rule(source + r"\.weight", target + "/scale"), Rule(source + r"\.bias", target + "/bias"))
+
+
+def _attention(source: str, target: str) -> tuple[Rule, ...]:
+    return (Rule(source + r"\.in_proj_weight", target + "/in_proj", in_proj_weight),
+            Rule(source + r"\.in_proj_bias", target + "/in_proj_bias", in_proj_bias),
+            *_linear(source + r"\.out_proj", target + "/out_proj"))
+
+
+def _layer(source: str, target: str, cross: bool) -> tuple[Rule, ...]:
+    """One post/pre-norm transformer layer (encoder, or decoder with `cross`)."""
+    return (*_attention(source + r"\.self_attn", target + "/self_attn"),
+            *(_attention(source + r"\.multihead_attn", target + "/multihead_attn") if cross else ()),
+            *_linear(source + r"\.linear1", target + "/ffn/linear1"),
+            *_linear(source + r"\.linear2", target + "/ffn/linear2"),
+            *(r for i in ((1, 2, 3) if cross else (1, 2)) for r in _norm(source + rf"\.norm{i}", target + f"/norm{i}")))
+
+
+def _sequential(source: str, target: str, torch_indices: tuple[int, ...]) -> tuple[Rule, ...]:
+    """nn.Sequential of Linears with activations between: torch index -> our list position."""
+    return tuple(r for ours, theirs in enumerate(torch_indices)
+                 for r in _linear(rf"{source}\.{theirs}", f"{target}/{ours}"))
+
+
+_ENC = r"net\.(content_encoder|style_encoder)\.encoder"
+_DEC = r"net\.decoder\.(upper|lower)_decoder"
+
+# Every parameter of the released layout (after stripping `diff_net.`).
+PARAM_RULES: tuple[Rule, ...] = (
+    *_linear(r"net\.(content_encoder|style_encoder)\.increase_embed_dim", r"net/\1/increase_embed_dim"),
+    *_layer(_ENC + r"\.layers\.(\d+)", r"net/\1/encoder/layers/\2", cross=False),
+    *_norm(_ENC + r"\.norm", r"net/\1/encoder/norm"),  # pre-norm encoders only
+    *_linear(r"net\.style_encoder\.aggregate_method\.W\.0", "net/style_encoder/pool_hidden"),
+    *_linear(r"net\.style_encoder\.aggregate_method\.W\.2", "net/style_encoder/pool_score"),
+    *_layer(_DEC + r"\.layers\.(\d+)", r"net/decoder/\1_decoder/layers/\2", cross=True),
+    *_norm(_DEC + r"\.norm", r"net/decoder/\1_decoder/norm"),
+    *_sequential(r"net\.decoder\.upper_tail_fc", "net/decoder/upper_tail_fc/layers", (0, 2, 4)),
+    *_sequential(r"net\.decoder\.lower_tail_fc", "net/decoder/lower_tail_fc/layers", (0, 2, 4)),
+    *_sequential(r"net\.content_xt_to_decoder_input_wo_time", "net/fusion", (0, 2, 4)),
+    *_sequential(r"net\.time_embed_net", "net/time_embed", (0, 2)),
+)
+
+
+def buffer_rules(model_config: ml_collections.ConfigDict) -> tuple[Rule, ...]:
+    """Rules consuming the checkpoint's buffers, each checked against what `model_config` implies."""
+    from mirrortalk_jax.sample.dreamtalk import variance_schedule
+
+    dims = dims_from_config(model_config)
+    d = model_config.diffusion
+    schedule = variance_schedule(int(d.num_steps), float(d.beta_1), float(d.beta_T))
+    rules = [Rule(rf"var_sched\.{name}", None, hooks.expect(lambda v=value: v, f"var_sched.{name}"))
+             for name, value in schedule.buffers().items()]
+    null_clip = np.zeros((dims.style_max_len, dims.motion_dim), np.float32)
+    rules += [Rule(r"null_style_clip", None, hooks.expect(lambda: null_clip, "null_style_clip")),
+              Rule(r"null_pad_mask", None, hooks.expect(lambda: np.zeros(dims.style_max_len, bool), "null_pad_mask"))]
+    for name, stack in (("content_encoder", dims.content), ("style_encoder", dims.style), ("decoder", dims.decoder)):
+        table = torch_compat.sinusoid_table(stack.pos_embed_len, dims.d_model)[None]
+        rules.append(Rule(rf"net\.{name}\.pos_embed\.pos_table", None,
+                          hooks.expect(lambda t=table: t, f"net.{name}.pos_embed.pos_table")))
+    return tuple(rules)
+
+
+def rules(model_config: ml_collections.ConfigDict) -> tuple[Rule, ...]:
+    return buffer_rules(model_config) + PARAM_RULES
+
+
+def read_denoiser(path: str | Path) -> dict[str, np.ndarray]:
+    """The `diff_net.` tensors of a denoiser checkpoint, prefix stripped (other prefixes are ignored, as the
+    original's loader does); a torch file is read from `model_state_dict` with weights_only=True."""
+    tensors = sources.read_tensors(path, nesting=NESTING)
+    mine = {k: v for k, v in tensors.items() if k.startswith(PREFIX)}
+    if not mine:
+        raise ConversionError(f"{path}: no key starts with {PREFIX!r} (found e.g. {sorted(tensors)[:3]}); "
+                              "is this DreamTalk's denoising_network.pth?")
+    return sources.strip_prefix(mine, PREFIX, source=str(path))
+
+
+def convert_model(tensors: Mapping[str, np.ndarray], model_config: ml_collections.ConfigDict, *,
+                  source: str = "checkpoint"):
+    """models.dreamtalk.DreamTalk of `model_config` with `tensors` (prefix stripped), fully validated."""
+    return run.convert_model(tensors, rules(model_config), model_config, None, source=source)
+
+
+def convert_checkpoint(path: str | Path, out_dir: str | Path, model_config: ml_collections.ConfigDict) -> Path:
+    """denoising_network.pth (or a safetensors export) -> a converted checkpoint (run.load_converted /
+    train.pretrained.load_model read it). Raises ConversionError naming every problem."""
+    return run.convert_to_checkpoint(read_denoiser(path), rules(model_config), model_config, out_dir, None,
+                                     source=Path(path).name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The original's yacs config (as dumped in fixtures' config.json) -> our model config.
+# --------------------------------------------------------------------------------------------------------------
+
+def _is_dreamtalk(config: dict) -> bool:
+    return str(config.get("model", "")).startswith("DreamTalk DiffusionNet")
+
+
+def model_config_from_original(config: dict) -> ml_collections.ConfigDict:
+    """Our model config from the original's hyperparameters (a fixture's config.json), any size.
+
+    Raises ConversionError for settings the port does not implement (another decoder type, eps prediction, ...).
+    """
+    over = config.get("yacs_overrides_vs_configs/default.py", {})
+    try:
+        content, style, decoder = over["CONTENT_ENCODER"], over["STYLE_ENCODER"], config["DECODER"]
+        d_model, win = int(over["D_MODEL"]), int(over["WIN_SIZE"])
+        dataset, diffusion = config["DATASET"], config["DIFFUSION"]
+    except KeyError as e:
+        raise ConversionError(f"config.json lacks {e} of the original's DreamTalk config") from e
+    problems = []
+    widths = {"CONTENT_ENCODER": content.get("d_model"), "STYLE_ENCODER": style.get("d_model"),
+              "DECODER": decoder.get("d_model")}
+    problems += [f"{k}.d_model={v} differs from D_MODEL={d_model}" for k, v in widths.items() if v != d_model]
+    settings = [(s.get("normalize_before", False), s.get("activation", "relu")) for s in (content, style, decoder)]
+    if len(set(settings)) != 1:
+        problems.append(f"normalize_before / activation differ between the stacks: {settings}")
+    checks = {"DECODER.network_type": (decoder.get("network_type"), "TransformerDecoder"),
+              "STYLE_ENCODER.aggregate_method": (style.get("aggregate_method"), "self_attention_pooling"),
+              "DIFFUSION.PREDICT_WHAT": (diffusion.get("PREDICT_WHAT"), "x0"),
+              "DIFFUSION.SCHEDULE.MODE": (diffusion["SCHEDULE"].get("MODE"), "linear"),
+              "TRAIN.FACE3D_LATENT.TYPE": (config.get("TRAIN.FACE3D_LATENT.TYPE", "face3d"), "face3d")}
+    problems += [f"{k}={have!r} (this port implements {want!r})" for k, (have, want) in checks.items() if have != want]
+    if problems:
+        raise ConversionError("unsupported DreamTalk configuration: " + "; ".join(problems))
+
+    def stack(s: dict, layers_key: str) -> ml_collections.ConfigDict:
+        return ml_collections.ConfigDict({"num_heads": int(s["nhead"]), "num_layers": int(s[layers_key]),
+                                              "ffn_dim": int(s["dim_feedforward"]),
+                                              "pos_embed_len": int(s["pos_embed_len"])})
+    m = ml_collections.ConfigDict()
+    m.name = "dreamtalk"
+    m.d_model = d_model
+    m.motion_dim = int(dataset["FACE3D_DIM"])
+    m.audio_dim = int(config.get("content_encoder_input_dim", 1024))
+    m.audio_stride = 2  # wav2vec2 rows at 50 Hz, video at 25 fps
+    m.win_size = win
+    m.audio_mean, m.audio_std = 0.0, 1.0
+    m.style_max_len = int(dataset["STYLE_MAX_LEN"])
+    m.dropout = float(content.get("dropout", 0.1))
+    m.layer_norm_eps = float(config.get("layernorm_eps", 1e-5))
+    m.normalize_before, m.activation = bool(settings[0][0]), str(settings[0][1])
+    m.content_encoder = stack(content, "num_encoder_layers")
+    m.style_encoder = stack(style, "num_encoder_layers")
+    m.decoder = stack(decoder, "num_decoder_layers")
+    m.decoder.tail_hidden = int(config.get("tail_hidden_dim", d_model // 2))
+    m.decoder.upper_indices = tuple(int(i) for i in decoder["upper_face3d_indices"])
+    m.decoder.lower_indices = tuple(int(i) for i in decoder["lower_face3d_indices"])
+    sched = diffusion["SCHEDULE"]
+    m.diffusion = ml_collections.ConfigDict({"num_steps": int(sched["NUM_STEPS"]), "beta_1": float(sched["BETA_1"]),
+                                                 "beta_T": float(sched["BETA_T"])})
+    guidance = config.get("CF_GUIDANCE", {})
+    m.cf_guidance = ml_collections.ConfigDict({"null_prob": float(guidance.get("NULL_PROB", 0.1)),
+                                                   "scale": float(guidance.get("SCALE", 1.0))})
+    m.sampler = ml_collections.ConfigDict({"ddim_steps": int(config.get("ddim_num_step", 10))})
+    return m
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fixture kind.
+# --------------------------------------------------------------------------------------------------------------
+
+def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
+    from mirrortalk_jax.data.feature_windows import audio_windows
+    from mirrortalk_jax.sample import dreamtalk as dt
+
+    model_config = model_config_from_original(config)
+    try:
+        model = convert_model(read_denoiser(folder / "weights.safetensors"), model_config, source=str(folder))
+    except ValueError as e:  # sizes our model rejects before any tensor is read (e.g. heads vs width)
+        raise ConversionError(f"{folder}: {e}") from e
+    net = model.net
+    graphdef, state = nnx.split(net)
+    for case in sorted({k.split("_")[0] for k in io if k.endswith("_x0_pred")}):
+        inputs = [jnp.asarray(io[f"{case}_{k}"]) for k in ("x_t", "t", "audio", "style_clip", "style_pad_mask")]
+        out, ready, cached = _forwards(graphdef)(state, *inputs)
+        for name, value in out.items():
+            if f"{case}_{name}" in io:
+                yield f"{case}_{name}", value, io[f"{case}_{name}"]
+        yield f"{case}_x0_pred_ready_code", ready, io[f"{case}_x0_pred"]
+        yield f"{case}_x0_pred_cached", cached, io[f"{case}_x0_pred"]
+    if "win_w2v_feat" in io:
+        win = io["win_audio_windows"].shape[1] // 2
+        yield "win_audio_windows", audio_windows(io["win_w2v_feat"], win, 2), io["win_audio_windows"]
+    if "s_w2v_feats" not in io:
+        return
+    audio, clip, mask = (jnp.asarray(io[k]) for k in ("s_audio", "s_style_clip", "s_style_pad_mask"))
+    w2v = jnp.asarray(io["s_w2v_feats"])
+    yield "s_audio", np.stack([audio_windows(f, model_config.win_size, 2) for f in io["s_w2v_feats"]]), io["s_audio"]
+    steps = int(config.get("ddim_num_step", 10))
+    args = model_config.diffusion
+    schedule = dt.variance_schedule(int(args.num_steps), float(args.beta_1), float(args.beta_T))
+    if "var_sched_alpha_bars" in io:
+        yield "var_sched_alpha_bars", schedule.alpha_bars, io["var_sched_alpha_bars"]
+        yield "s_ddim_timesteps", dt.ddim_timesteps(schedule.num_steps, steps), io["s_ddim_timesteps"]
+    for name, settings in sorted(config.get("sampling_runs", {}).items()):
+        guided, scale = bool(settings["use_cf_guidance"]), float(settings["cfg_scale"])
+        x_T = jnp.asarray(io.get(f"{name}_x_T", io["s_x_T"]))
+        kwargs = {"x_T": x_T, "num_steps": steps, "guidance_scale": scale if guided else None,
+                      "schedule_args": (int(args.num_steps), float(args.beta_1), float(args.beta_T))}
+        yield f"{name}_output", dt.sample(net, audio, clip, mask, **kwargs), io[f"{name}_output"]
+        if len(dt.guidance_branches(kwargs["guidance_scale"])) > 1:  # the most general program, once
+            chunked = dt.sample(net, w2v, clip, mask, raw_features=(model_config.win_size, 2), chunk_frames=4,
+                                **kwargs)
+            yield f"{name}_output_chunked_from_features", chunked, io[f"{name}_output"]
+        ref, trace = dt.ddim_sample_reference(net, audio, clip, mask, x_T, schedule, steps, guided, scale, trace=True)
+        yield f"{name}_output_reference_loop", ref, io[f"{name}_output"]
+        for key in ("x_t", "t", "net_out"):
+            if f"{name}_step_{key}" in io:
+                yield f"{name}_step_{key}", trace[key], io[f"{name}_step_{key}"]
+
+
+@functools.lru_cache(maxsize=4)
+def _forwards(graphdef: nnx.GraphDef):
+    """The plain forward with intermediates, with a ready style code, and the cached sampling path, jitted (one
+    compilation per shape instead of one per operation)."""
+    @jax.jit
+    def forwards(state, x_t, t, audio, clip, mask):
+        net = nnx.merge(graphdef, state)
+        out = net(x_t, t, audio, clip, mask, intermediates=True)
+        ready = net(x_t, t, audio, ready_style_code=out["style_code"])
+        queries = net.query_cache(out["style_code"][:, None], audio.shape[2])
+        return out, ready, net.denoise_cached(x_t, t, net.audio_cache(audio), queries)[:, :, 0]
+    return forwards
+
+
+fixtures.register_fixture_kind(fixtures.FixtureKind(
+    name="dreamtalk_denoiser", matches=_is_dreamtalk, compare=_compare,
+    # Exact: integer grids, and buffers we rebuild (to the checkpoint's 1-ulp rounding).
+    tolerances={"s_ddim_timesteps": (0.0, 0.0), "s_audio": (0.0, 0.0), "win_": (0.0, 0.0)}))

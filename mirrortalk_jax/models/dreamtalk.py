@@ -1,0 +1,150 @@
+"""DreamTalk (arXiv 2312.09767) as a registry model: the exact denoiser port, its x0 diffusion loss, sampling.
+
+The network itself is `dreamtalk_net.DreamTalkDenoiser` (attribute `net`, so converted checkpoints of the
+released `diff_net.net.*` weights land under `net/`). This wrapper adds what the trainer and the samplers need:
+
+  loss(batch, rng, train)   x0-prediction diffusion loss ||x0 - net(x_t, t, audio windows, style clip)||^2 over
+                            valid frames and channels, t ~ U{1..T} on the original schedule; the style clip is the
+                            batch's style reference, replaced by the null clip with probability
+                            `cf_guidance.null_prob` (classifier-free guidance training, as the original's config).
+                            Dropout (config `dropout`, 0.1 in the original) is active when `train`.
+  sample(...)               DDIM / DDPM with guidance, see sample/dreamtalk.py.
+  generate_for_eval(...)    DDIM with the config's steps and guidance, for the trainer's periodic evaluation.
+
+Audio: `batch["audio_features"]` is (B, L, stride * F) per video frame: the frame's `audio_stride` feature
+rows of width F (`audio_dim`) concatenated in time order (our log-mel frontend: stride 1, F = 4 x 80; the
+released model: stride 2 wav2vec2 rows of 1024 at 50 Hz). Frame i's window holds rows stride * i - win ..
+stride * i + win (zeros outside the training window, as outside the clip in the original). Rows are first
+standardised with the fixed `audio_mean` / `audio_std` (0 / 1 for the released model: an identity), so the zero
+padding means "average sound" rather than a loud log-mel value. Training windows are cropped clips, so their
+edge frames see zero rows where the full clip has sound: a small train / test difference at crop edges only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mirrortalk_jax.data.feature_windows import audio_windows_jax
+from mirrortalk_jax.data.motion_spec import MotionSpec
+from mirrortalk_jax.models import dreamtalk_net
+from mirrortalk_jax.models.dreamtalk_net import DreamTalkDenoiser, dims_from_config
+from mirrortalk_jax.models.registry import register
+from mirrortalk_jax.sample import dreamtalk as dt_sample
+
+
+class DreamTalk(nnx.Module):
+    def __init__(self, config, spec: MotionSpec | None, rngs: nnx.Rngs):
+        self.dims = dims_from_config(config, spec)
+        self.net = DreamTalkDenoiser(self.dims, rngs)
+        self.win_size, self.audio_stride = int(config.win_size), int(config.get("audio_stride", 1))
+        self.audio_mean, self.audio_std = float(config.get("audio_mean", 0.0)), float(config.get("audio_std", 1.0))
+        d = config.diffusion
+        self.schedule_args = (int(d.num_steps), float(d.beta_1), float(d.beta_T))
+        self.null_prob = float(config.cf_guidance.null_prob)
+        self.guidance_scale = config.cf_guidance.get("scale", 1.0)
+        self.ddim_steps = int(config.get("sampler", {}).get("ddim_steps", 10))
+
+    @property
+    def style_max_len(self) -> int:
+        return self.dims.style_max_len
+
+    def schedule(self) -> dt_sample.VarianceSchedule:
+        return dt_sample.variance_schedule(*self.schedule_args)
+
+    # ----- Inputs -----
+
+    def audio_windows(self, features: jax.Array) -> jax.Array:
+        """Per-frame features (B, L, stride * F) (the frame's `stride` rows concatenated in time order, as our
+        pipeline stores them) -> standardised windows (B, L, W, F)."""
+        b, length, _ = features.shape
+        rows = features.reshape(b, length * self.audio_stride, -1)
+        rows = (rows - self.audio_mean) / self.audio_std
+        return audio_windows_jax(rows, self.win_size, self.audio_stride, 0, length)
+
+    def style_code(self, reference_motion: jax.Array, reference_mask: jax.Array) -> jax.Array:
+        """(B, R, M) reference + (B, R) valid mask -> (B, D) style code (the interface other models read)."""
+        return self.net.style_encoder(*self.style_inputs(reference_motion, reference_mask.astype(bool)))
+
+    def style_inputs(self, reference_motion: jax.Array, reference_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Our batches' reference (B, R, M) + valid mask (B, R) -> the original's clip (B, STYLE_MAX_LEN, M) and
+        pad mask (True = padded), zero-padded like `get_video_style_clip`."""
+        r, n = reference_motion.shape[1], self.style_max_len
+        if r > n:
+            raise ValueError(f"style reference of {r} frames is longer than style_max_len={n} (the style encoder's "
+                             "positional table); shorten data.reference_frames or raise style_encoder.pos_embed_len")
+        clip = jnp.pad(reference_motion * reference_mask[..., None], ((0, 0), (0, n - r), (0, 0)))
+        pad_mask = jnp.pad(~reference_mask.astype(bool), ((0, 0), (0, n - r)), constant_values=True)
+        return clip, pad_mask
+
+    # ----- What the trainer reads -----
+
+    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict[str, Any]]:
+        k_t, k_noise, k_null, k_drop = jax.random.split(rng, 4)
+        x0, mask = batch["motion"], batch["motion_mask"]
+        b = x0.shape[0]
+        ab = jnp.asarray(self.schedule().alpha_bars)
+        t = jax.random.randint(k_t, (b,), 1, self.schedule_args[0] + 1)
+        noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+        a = ab[t][:, None, None]
+        x_t = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
+        clip, pad_mask = self.style_inputs(batch["reference_motion"], batch["reference_mask"])
+        null = jax.random.bernoulli(k_null, self.null_prob, (b,))
+        clip = jnp.where(null[:, None, None], 0.0, clip)  # null_style_clip: zeros, nothing masked
+        pad_mask = jnp.where(null[:, None], False, pad_mask)
+        pred = self.net(x_t, t.astype(jnp.float32), self.audio_windows(batch["audio_features"]), clip, pad_mask,
+                        rng=k_drop if train else None)
+        valid = mask.astype(jnp.float32)[..., None]
+        denom = jnp.maximum(valid.sum() * x0.shape[-1], 1.0)
+        loss = jnp.sum(jnp.square(pred - x0) * valid) / denom
+        return loss, {"denoise": loss, "null_style_fraction": null.mean()}
+
+    # ----- Generation -----
+
+    def sample(self, audio_rows: jax.Array, reference_motion: jax.Array, reference_mask: jax.Array,
+               rng: jax.Array, *, num_steps: int | None = None, guidance_scale: float | None = -1.0,
+               **kwargs) -> jax.Array:
+        """Motion (B, N // stride, M) for audio feature rows (B, N, F) (e.g. wav2vec2 at 50 Hz; per-frame
+        features reshaped to rows) and a reference (B, R, M) + valid mask (B, R).
+
+        guidance_scale -1 takes the config's; None turns guidance off. kwargs go to sample.dreamtalk.sample.
+        """
+        clip, pad_mask = self.style_inputs(reference_motion, reference_mask)
+        scale = self.guidance_scale if guidance_scale == -1.0 else guidance_scale
+        rows = (audio_rows - self.audio_mean) / self.audio_std
+        return dt_sample.sample(self.net, rows, clip, pad_mask, rng=rng, num_steps=num_steps or self.ddim_steps,
+                                guidance_scale=scale, raw_features=(self.win_size, self.audio_stride),
+                                schedule_args=self.schedule_args, **kwargs)
+
+    def generate_for_eval(self, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
+        """The trainer's evaluation samples (traced inside its jitted step): DDIM with the config's settings."""
+        clip, pad_mask = self.style_inputs(batch["reference_motion"], batch["reference_mask"])
+        x = batch["motion"]
+        scale = self.guidance_scale
+        branches = dt_sample.guidance_branches(scale)
+        codes = dt_sample.style_codes(self.net, clip, pad_mask, None, branches, x.shape[0])
+        windows = self.audio_windows(batch["audio_features"])
+        x_T = jax.random.normal(rng, x.shape, jnp.float32)
+        return dt_sample.ddim_sample(self.net, dt_sample.window_block(windows, x.shape[1]), x_T, codes,
+                                     self.schedule(), self.ddim_steps, scale, branches)
+
+
+class StyleEncoder(dreamtalk_net.StyleEncoder):
+    """DreamTalk's style encoder on its own, for other models (e.g. the lip expert's conditional encoders), in
+    this project's mask convention: `encoder(motion (B, R, M), mask (B, R) True = valid) -> (B, hidden)`."""
+
+    def __init__(self, motion_dim: int, hidden: int, num_heads: int, mlp_dim: int, num_layers: int, max_frames: int,
+                 *, rngs: nnx.Rngs, dropout: float = 0.0):
+        super().__init__(motion_dim, hidden, dreamtalk_net.StackDims(num_heads, num_layers, mlp_dim, max_frames),
+                         rngs, dropout_rate=dropout)
+
+    def __call__(self, motion: jax.Array, mask: jax.Array | None = None, rng: jax.Array | None = None) -> jax.Array:
+        return super().__call__(motion, None if mask is None else ~mask.astype(bool), rng)
+
+
+@register("dreamtalk")
+def _create(config, spec: MotionSpec | None, rngs: nnx.Rngs) -> DreamTalk:
+    return DreamTalk(config, spec, rngs)
