@@ -137,3 +137,20 @@ def test_style_code_interface_and_sampling_of_the_wrapper():
     rows = np.asarray(feats).reshape(2, 6, 4)
     np.testing.assert_allclose(windows[0, 1], rows[0, 1:4], rtol=1e-6)  # frame 1: rows 2 * 1 - 1 .. 2 * 1 + 1
     np.testing.assert_allclose(windows[1, 0, 0], np.full(4, model.audio_mean), rtol=1e-6)  # zero row before the start
+
+
+def test_long_audio_memory_is_flat_in_length():
+    """Compiled temporaries of the frame-block sampler do not grow with the audio (only its inputs do)."""
+    net = nnx.eval_shape(lambda: dreamtalk.DreamTalk(_random_config(1), SYNTHTALK_SPEC, nnx.Rngs(0)).net)
+    graphdef, state = nnx.split(net)
+
+    def temp_bytes(frames, chunk):
+        run = dt._compiled(graphdef, "ddim", 2, ("cond",), None, chunk, (2, 1), (1000, 1e-4, 0.02), 0.0)
+        args = (state, jax.ShapeDtypeStruct((1, frames, 320), jnp.float32),
+                jax.ShapeDtypeStruct((1, frames, 18), jnp.float32), jax.ShapeDtypeStruct((1, 12, 18), jnp.float32),
+                jax.ShapeDtypeStruct((1, 12), bool), None, jax.random.key(0), jnp.int32(0))
+        return run.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+    short, long = temp_bytes(64, 16), temp_bytes(1024, 16)
+    assert long <= 1.1 * short + 4096, (short, long)
+    assert temp_bytes(1024, None) > 4 * long  # all frames at once: temporaries grow with the length

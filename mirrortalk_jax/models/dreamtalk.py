@@ -92,7 +92,8 @@ class DreamTalk(nnx.Module):
         a = ab[t][:, None, None]
         x_t = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
         clip, pad_mask = self.style_inputs(batch["reference_motion"], batch["reference_mask"])
-        null = jax.random.bernoulli(k_null, self.null_prob, (b,))
+        # Condition dropout in training only: evaluation measures the conditional denoiser.
+        null = jax.random.bernoulli(k_null, self.null_prob if train else 0.0, (b,))
         clip = jnp.where(null[:, None, None], 0.0, clip)  # null_style_clip: zeros, nothing masked
         pad_mask = jnp.where(null[:, None], False, pad_mask)
         pred = self.net(x_t, t.astype(jnp.float32), self.audio_windows(batch["audio_features"]), clip, pad_mask,
