@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     from mirrortalk_jax import demo
     from mirrortalk_jax.evaluate import results_table, suite
 
-    steps = tuple((k, int(v)) for k, v in (item.split("=") for item in filter(None, args.steps.split(","))))
+    steps = demo.parse_steps(args.steps)
     settings = demo.DemoSettings(workdir=args.workdir, data_root=args.data_root, dataset_dir=args.dataset_dir,
                                  dataset_variant=args.dataset_variant, steps=steps, max_clips=args.max_clips,
                                  ablations=tuple(filter(None, args.ablations.split(","))),

@@ -117,6 +117,9 @@ def plan_stages(settings: DemoSettings, dataset_dir: Path) -> list[Stage]:
         option = ablation if ablation in base_config.GENERATOR_ABLATIONS else ""
         stages.append(Stage(f"mirrortalk_{ablation}", generator(style_run, option)))
     steps = dict(settings.steps)
+    known = {stage.name for stage in stages} | {stage.name.split("_no_")[0] for stage in stages}
+    if set(steps) - known:
+        raise ValueError(f"--steps names unknown stage(s) {sorted(set(steps) - known)}; stages: {sorted(known)}")
     for stage in stages:
         stage.config.data.dataset_dir = str(dataset_dir)
         base_name = stage.name.split("_no_")[0]  # a budget for "mirrortalk" also applies to its ablations
@@ -127,6 +130,17 @@ def plan_stages(settings: DemoSettings, dataset_dir: Path) -> list[Stage]:
             stage.config.train.eval_every = min(stage.config.train.eval_every, n)
             stage.config.train.checkpoint_every = min(stage.config.train.checkpoint_every, n)
     return stages
+
+
+def parse_steps(text: str) -> tuple[tuple[str, int], ...]:
+    """"mirrortalk=800,regression=100" -> (("mirrortalk", 800), ("regression", 100)), checked."""
+    steps = []
+    for item in filter(None, text.split(",")):
+        name, _, count = item.partition("=")
+        if not name or not count.isdigit() or int(count) <= 0:
+            raise ValueError(f"--steps takes STAGE=POSITIVE_INT items separated by commas, got {item!r}")
+        steps.append((name, int(count)))
+    return tuple(steps)
 
 
 def _finished_step(run_dir: Path) -> int | None:

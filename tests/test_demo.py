@@ -95,3 +95,16 @@ def test_split_selection_keeps_a_reference_for_every_clip(tiny_dataset):
     for i, c in enumerate(split.clips):
         assert c.ref_index != i and split.clips[c.ref_index].speaker == c.speaker
         assert split.clips[c.control_ref_index].speaker != c.speaker
+
+
+def test_bad_demo_arguments_fail_with_a_clear_message(tiny_dataset, tmp_path, capsys):
+    assert demo.parse_steps("mirrortalk=8,regression=3") == (("mirrortalk", 8), ("regression", 3))
+    for bad in ("mirrortalk=abc", "mirrortalk", "=5", "mirrortalk=0"):
+        with pytest.raises(ValueError, match="STAGE=POSITIVE_INT"):
+            demo.parse_steps(bad)
+    args = ["demo", "--workdir", str(tmp_path / "w"), "--dataset_dir", str(tiny_dataset)]
+    assert cli.main(args + ["--steps", "no_such_stage=5"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
+    assert cli.main(args + ["--ablations", "no_such_ablation"]) == 2
+    assert "unknown ablation" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "runs").exists()  # nothing trained, nothing half-written

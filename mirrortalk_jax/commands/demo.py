@@ -9,7 +9,7 @@ def _run(args) -> int:
     from mirrortalk_jax import demo
     from mirrortalk_jax.evaluate import suite
 
-    steps = tuple((name, int(n)) for name, n in (item.split("=") for item in filter(None, args.steps.split(","))))
+    steps = demo.parse_steps(args.steps)
     settings = demo.DemoSettings(
         workdir=args.workdir, data_root=args.data_root, dataset_dir=args.dataset_dir,
         dataset_variant=args.dataset_variant, config_variant=args.config_variant,
