@@ -11,6 +11,8 @@
      regression      configs/synthtalk_regression.py   the audio-only baseline
      style_judge     configs/style_encoder.py, own seed, random content projection: the INDEPENDENT
                      style encoder behind StyleSim (never the generator's own SDSE)
+     dreamtalk       configs/dreamtalk.py                DreamTalk's denoiser (a row of the table)
+     mimictalk_a2m   configs/mimictalk_a2m.py            MimicTalk's ICS-A2M (a row of the table)
    plus, per requested ablation, its own style encoder and/or generator run.
    A finished stage is reused and an interrupted one resumes from its last checkpoint, so re-running the
    demo continues where it stopped.
@@ -36,6 +38,8 @@ from mirrortalk_jax import base_config
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(os.environ.get("MIRRORTALK_CONFIG_DIR", ROOT / "configs"))
 BASELINES = ("Ground Truth", "Mean motion", "Nearest-neighbour audio retrieval", "Audio-only regression")
+# The published systems re-implemented here, trained on the same data as rows of the table.
+COMPETITORS = {"dreamtalk": "DreamTalk", "mimictalk_a2m": "MimicTalk ICS-A2M"}
 ABLATION_TITLES = {"no_memory_bank": "w/o memory bank", "no_hsic": "w/o HSIC", "no_triplet": "w/o triplet",
                    "no_hier_mod": "w/o hierarchical modulation"}
 
@@ -48,6 +52,7 @@ class DemoSettings:
     dataset_variant: str = "default"
     config_variant: str = "tiny"
     ablations: tuple[str, ...] = ()
+    competitors: tuple[str, ...] = tuple(COMPETITORS)  # DreamTalk / ICS-A2M rows (configs/<name>.py)
     steps: tuple[tuple[str, int], ...] = ()  # (stage, training steps) overrides
     splits: tuple[str, ...] = ("heldout_sentences", "heldout_speakers")
     max_clips: int = 48  # per evaluation split (0: all)
@@ -89,6 +94,9 @@ def plan_stages(settings: DemoSettings, dataset_dir: Path) -> list[Stage]:
     unknown = set(settings.ablations) - set(ABLATION_TITLES)
     if unknown:
         raise ValueError(f"unknown ablation(s) {sorted(unknown)}: use any of {sorted(ABLATION_TITLES)}")
+    unknown = set(settings.competitors) - set(COMPETITORS)
+    if unknown:
+        raise ValueError(f"unknown competitor(s) {sorted(unknown)}: use any of {sorted(COMPETITORS)}")
 
     def style_encoder(option: str = "") -> ml_collections.ConfigDict:
         config = _config("style_encoder", variant + (f",{option}" if option else ""))
@@ -110,6 +118,7 @@ def plan_stages(settings: DemoSettings, dataset_dir: Path) -> list[Stage]:
     judge.train.seed = settings.judge_seed  # own seed, own run, random content projection: independent
     judge.model.num_speakers = num_speakers
     stages.append(Stage("style_judge", judge))
+    stages += [Stage(name, _config(name, variant)) for name in settings.competitors]
     for ablation in style_ablations:
         stages.append(Stage(f"style_encoder_{ablation}", style_encoder(ablation)))
     for ablation in settings.ablations:
@@ -186,6 +195,8 @@ def methods_for(dataset_dir: Path, runs_dir: Path, settings: DemoSettings, eval_
     for ablation in settings.ablations:
         methods[f"MirrorTalk {ABLATION_TITLES[ablation]}"] = suite.mirrortalk(runs_dir / f"mirrortalk_{ablation}",
                                                                                eval_settings)
+    for name in settings.competitors:
+        methods[COMPETITORS[name]] = suite.generator(runs_dir / name, eval_settings)
     methods["MirrorTalk (other-speaker reference)"] = suite.mirrortalk(runs_dir / "mirrortalk", eval_settings,
                                                                        control=True)
     return methods

@@ -11,7 +11,8 @@ from mirrortalk_jax import cli, demo
 from mirrortalk_jax.data import video
 from mirrortalk_jax.evaluate import results_table, suite
 
-STEPS = tuple((stage, 6) for stage in ("motion_expert", "style_encoder", "mirrortalk", "regression", "style_judge"))
+STAGES = ("motion_expert", "style_encoder", "mirrortalk", "regression", "style_judge", "dreamtalk", "mimictalk_a2m")
+STEPS = tuple((stage, 6) for stage in STAGES)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def test_demo_writes_table_previews_and_curves(demo_run):
     for split in settings.splits:
         rows = table.rows[split]
         assert list(rows) == ["Ground Truth", "Mean motion", "Nearest-neighbour audio retrieval",
-                              "Audio-only regression", "MirrorTalk", "MirrorTalk (other-speaker reference)"]
+                              "Audio-only regression", "MirrorTalk", "DreamTalk", "MimicTalk ICS-A2M",
+                              "MirrorTalk (other-speaker reference)"]
         gt = rows["Ground Truth"]
         # Ground truth against itself: the metrics' fixed points.
         assert gt["ssim"] == pytest.approx(1.0) and math.isinf(gt["psnr"]) and gt["fid"] == pytest.approx(0, abs=1e-6)
@@ -67,11 +69,12 @@ def test_evaluate_command_matches_the_demo(demo_run, tmp_path):
     code = cli.main(["evaluate", "--dataset_dir", settings.dataset_dir, "--splits", "heldout_speakers",
                      "--expert", str(runs / "motion_expert"), "--judge", str(runs / "style_judge"),
                      "--regression", str(runs / "regression"), "--model", f"MirrorTalk={runs / 'mirrortalk'}",
-                     "--ddim_steps", "2", "--out", str(out)])
+                     "--model", f"DreamTalk={runs / 'dreamtalk'}",
+                     "--model", f"MimicTalk ICS-A2M={runs / 'mimictalk_a2m'}", "--ddim_steps", "2", "--out", str(out)])
     assert code == 0
     ours = results_table.read_json(out / "results.json").rows["heldout_speakers"]
     theirs = results_table.read_json(paths["results_json"]).rows["heldout_speakers"]
-    for method in ("Mean motion", "Audio-only regression", "MirrorTalk"):
+    for method in ("Mean motion", "Audio-only regression", "MirrorTalk", "DreamTalk", "MimicTalk ICS-A2M"):
         for key in ("m_lmd", "lse_c", "style_sim", "ssim"):
             assert ours[method][key] == pytest.approx(theirs[method][key], rel=1e-5), (method, key)
     assert cli.main(["evaluate", "--dataset_dir", settings.dataset_dir, "--expert", str(runs / "motion_expert"),
@@ -107,4 +110,33 @@ def test_bad_demo_arguments_fail_with_a_clear_message(tiny_dataset, tmp_path, ca
     assert "unknown stage" in capsys.readouterr().err
     assert cli.main(args + ["--ablations", "no_such_ablation"]) == 2
     assert "unknown ablation" in capsys.readouterr().err
+    assert cli.main(args + ["--competitors", "wav2lip"]) == 2
+    assert "unknown competitor" in capsys.readouterr().err
     assert not (tmp_path / "w" / "runs").exists()  # nothing trained, nothing half-written
+
+
+def test_suite_runs_only_generators_on_their_own_audio_features(demo_run, tiny_dataset):
+    settings, _, _ = demo_run
+    runs = demo.Path(settings.workdir) / "runs"
+    with pytest.raises(ValueError, match="not a motion generator.*generators: .*dreamtalk"):
+        suite.generator(runs / "motion_expert", suite.Settings())
+    split = suite.load_split(tiny_dataset, "heldout_speakers", "mfcc", 48, with_frames=False, max_clips=2)
+    for name in ("mirrortalk", "dreamtalk", "mimictalk_a2m"):
+        with pytest.raises(ValueError, match="trained on audio features 'log_mel'.*loaded with 'mfcc'"):
+            suite.generator(runs / name, suite.Settings(ddim_steps=2))(split)
+
+
+def test_generators_follow_the_reference_clip(demo_run, tiny_dataset):
+    """Each generator reads the style reference: the other-speaker control changes every prediction, and
+    the same reference reproduces it exactly (fixed seed)."""
+    settings, _, _ = demo_run
+    runs = demo.Path(settings.workdir) / "runs"
+    split = suite.load_split(tiny_dataset, "heldout_speakers", "log_mel", 48, with_frames=False, max_clips=4)
+    for name in ("dreamtalk", "mimictalk_a2m"):
+        own = suite.generator(runs / name, suite.Settings(ddim_steps=2))(split)
+        again = suite.generator(runs / name, suite.Settings(ddim_steps=2))(split)
+        other = suite.generator(runs / name, suite.Settings(ddim_steps=2), control=True)(split)
+        for a, b, c, clip in zip(own, again, other, split.clips):
+            assert a.shape == clip.motion.shape and np.all(np.isfinite(a))
+            np.testing.assert_array_equal(a, b)
+            assert np.abs(a - c).max() > 1e-4, name

@@ -13,13 +13,16 @@ def _run(args) -> int:
     settings = demo.DemoSettings(
         workdir=args.workdir, data_root=args.data_root, dataset_dir=args.dataset_dir,
         dataset_variant=args.dataset_variant, config_variant=args.config_variant,
-        ablations=tuple(filter(None, args.ablations.split(","))), steps=steps, max_clips=args.max_clips,
+        ablations=tuple(filter(None, args.ablations.split(","))),
+        competitors=tuple(filter(None, args.competitors.split(","))), steps=steps, max_clips=args.max_clips,
         previews=args.previews, eval=suite.Settings(ddim_steps=args.ddim_steps, vshift=args.vshift))
     demo.run(settings)
     return 0
 
 
 def add_parser(jobs) -> None:
+    from mirrortalk_jax import demo
+
     parser = jobs.add_parser("demo", help="build SynthTalk, train the tiny MirrorTalk stack, evaluate, preview")
     parser.add_argument("--workdir", default="runs/demo", help="runs, results table, previews and plots go here")
     parser.add_argument("--data_root", default=os.environ.get("MIRRORTALK_DATA_DIR", "data"))
@@ -28,6 +31,8 @@ def add_parser(jobs) -> None:
     parser.add_argument("--config_variant", default="tiny", help="model config variant of every stage")
     parser.add_argument("--ablations", default="",
                         help="comma-separated: no_memory_bank,no_hsic,no_triplet,no_hier_mod (each adds runs)")
+    parser.add_argument("--competitors", default=",".join(demo.COMPETITORS),
+                        help="published systems trained and scored beside MirrorTalk ('' for none)")
     parser.add_argument("--steps", default="", help="training steps per stage, e.g. mirrortalk=800,regression=100")
     parser.add_argument("--max_clips", type=int, default=48, help="clips evaluated per split (0: all)")
     parser.add_argument("--previews", type=int, default=2, help="preview videos per split")

@@ -4,7 +4,8 @@
         --model MirrorTalk=runs/mirrortalk --model "w/o HSIC=runs/mirrortalk_no_hsic" [--out DIR]
 
 Rows: Ground Truth, mean motion, nearest-neighbour audio retrieval, the audio-only regression (with
---regression), then every --model (MirrorTalk runs or ablations). --judge is an independently trained style
+--regression), then every --model: any trained generator run (MirrorTalk or an ablation, DreamTalk, MimicTalk
+ICS-A2M; the run's config says which). --judge is an independently trained style
 encoder (configs/style_encoder.py with its own seed), never a generator's own SDSE.
 """
 
@@ -41,7 +42,7 @@ def _run(args) -> int:
     if args.regression:
         methods["Audio-only regression"] = suite.regression(args.regression)
     for name, run in models:
-        methods[name] = suite.mirrortalk(run, settings)
+        methods[name] = suite.generator(run, settings)
     rows, predictions = suite.evaluate(splits, methods, judges, settings, progress=lambda m: print(f"scoring {m}"))
     table = results_table.ResultsTable(rows, {
         "units": "M-LMD/F-LMD in pixels; Sync_conf = LSE-C of the motion expert; FID under the pixel-projection "
@@ -65,7 +66,7 @@ def add_parser(jobs) -> None:
     parser.add_argument("--expert", required=True, help="motion-expert run (the Sync_conf embedder)")
     parser.add_argument("--judge", required=True, help="independent style-encoder run (StyleSim)")
     parser.add_argument("--regression", default="", help="audio-only regression run (a baseline row)")
-    parser.add_argument("--model", action="append", default=[], help="NAME=RUN_DIR of a MirrorTalk run (repeat)")
+    parser.add_argument("--model", action="append", default=[], help="NAME=RUN_DIR of a generator run: MirrorTalk, DreamTalk or ICS-A2M (repeat)")
     parser.add_argument("--out", default="results", help="folder for results.{md,csv,json} and previews")
     parser.add_argument("--max_clips", type=int, default=0, help="clips per split (0: all)")
     parser.add_argument("--ddim_steps", type=int, default=20)

@@ -1,8 +1,9 @@
 """The evaluation suite: methods of the results table, run on a dataset split and scored with every metric.
 
 A *method* maps a split to one motion sequence per clip (Ground Truth, mean motion, nearest-neighbour audio
-retrieval, the audio-only regression, MirrorTalk and its ablations, later DreamTalk and MimicTalk). Every
-method is scored the same way (`score`):
+retrieval, the audio-only regression, and every trained generator: MirrorTalk and its ablations, DreamTalk,
+MimicTalk's ICS-A2M, chosen by the run's model name in `generator`). Every method is scored the same way
+(`score`):
 
   M-LMD / F-LMD   pixel landmarks of the prediction (the speaker's own parametric face, the dataset's camera)
                   against the record's landmarks_2d, per frame mean-centred (evaluate.landmarks);
@@ -58,6 +59,7 @@ class Split:
     clips: list[Clip]
     refs: list[tuple[np.ndarray, np.ndarray]]  # per clip: centre crop (R, D) of its motion and its mask (R,)
     image_size: int
+    audio_feature: str = ""  # the kind of Clip.audio (data.audio_features); generators must match it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +126,7 @@ def load_split(dataset_dir: str | os.PathLike, split: str, audio_feature: str, r
             other = by_speaker[speakers[(speakers.index(c.speaker) + 1) % len(speakers)]]
             c.control_ref_index = other[own.index(i) % len(other)]
     return Split(split, clips, [_crop(c.motion, reference_frames) for c in clips],
-                 int(source.info.metadata["image_size"]))
+                 int(source.info.metadata["image_size"]), audio_feature)
 
 
 # ----- Methods -----
@@ -192,10 +194,35 @@ def regression(run_dir: str | os.PathLike) -> Method:
     return lambda split: [np.asarray(forward(model, c.audio[None]))[0] for c in split.clips]
 
 
-def _pad_batch(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """[(T_i, F)] -> (B, T_max, F), edge-padded at the end (the padded frames are dropped afterwards)."""
+def _pad_batch(arrays: Sequence[np.ndarray], value: float | None = None) -> np.ndarray:
+    """[(T_i, F)] -> (B, T_max, F), padded at the end with the last row (value None) or a constant (the padded
+    frames are dropped afterwards)."""
     t_max = max(a.shape[0] for a in arrays)
-    return np.stack([np.pad(a, ((0, t_max - a.shape[0]), (0, 0)), mode="edge") for a in arrays])
+    if value is None:
+        return np.stack([np.pad(a, ((0, t_max - a.shape[0]), (0, 0)), mode="edge") for a in arrays])
+    return np.stack([np.pad(a, ((0, t_max - a.shape[0]), (0, 0)), constant_values=value) for a in arrays])
+
+
+def _reference_indices(split: Split, control: bool) -> list[int]:
+    refs = [c.control_ref_index if control else c.ref_index for c in split.clips]
+    if any(r is None for r in refs):
+        raise ValueError(f"split {split.name} has one speaker: no other-speaker reference for the control")
+    return refs
+
+
+def _references(split: Split, frames: int, control: bool) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Each clip's style reference as the generator was trained to see it: a centre crop of `frames` frames
+    (its own data.reference_frames) of the reference clip -> (B, R, D) motion, (B, R) valid mask, clip indices."""
+    refs = _reference_indices(split, control)
+    crops = [_crop(split.clips[r].motion, frames) for r in refs]
+    return np.stack([m for m, _ in crops]), np.stack([k for _, k in crops]), refs
+
+
+def _check_audio(split: Split, run_dir, config) -> None:
+    kind = config.data.audio_feature
+    if split.audio_feature and kind != split.audio_feature:
+        raise ValueError(f"{run_dir} was trained on audio features {kind!r} but split {split.name} was loaded with "
+                         f"{split.audio_feature!r}; load the split with the generator's data.audio_feature")
 
 
 def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
@@ -210,17 +237,79 @@ def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool 
     chunk = settings.chunk_frames or int(loaded.config.data.window_frames)
 
     def predict(split: Split) -> list[np.ndarray]:
-        refs = [c.control_ref_index if control else c.ref_index for c in split.clips]
-        if any(r is None for r in refs):
-            raise ValueError(f"split {split.name} has one speaker: no other-speaker reference for the control")
+        _check_audio(split, run_dir, loaded.config)
+        ref, ref_mask, _ = _references(split, int(loaded.config.data.reference_frames), control)
         out = mirrortalk_lib.generate(
-            loaded.model, jnp.asarray(_pad_batch([c.audio for c in split.clips])),
-            jnp.asarray(np.stack([split.refs[r][0] for r in refs])), jnp.asarray(np.stack([split.refs[r][1] for r in refs])),
-            jax.random.key(settings.seed), chunk_frames=chunk, overlap_frames=settings.overlap_frames,
-            num_steps=settings.ddim_steps)
+            loaded.model, jnp.asarray(_pad_batch([c.audio for c in split.clips])), jnp.asarray(ref),
+            jnp.asarray(ref_mask), jax.random.key(settings.seed), chunk_frames=chunk,
+            overlap_frames=settings.overlap_frames, num_steps=settings.ddim_steps)
         out = np.asarray(out)
         return [out[i, :c.motion.shape[0]] for i, c in enumerate(split.clips)]
     return predict
+
+
+def dreamtalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
+    """A trained DreamTalk denoiser run (configs/dreamtalk.py): DDIM with `settings.ddim_steps` (a divisor of
+    the 1000 training steps, as the original's grid needs) and the run's guidance scale, style clip = the
+    reference clip. Every frame is denoised from its own audio window, so whole clips go in one batch; the
+    batch padding is filled with the features' mean, i.e. the zero rows the original sees outside a clip."""
+    from mirrortalk_jax.train import pretrained
+    loaded = pretrained.load_model(run_dir)
+    model = loaded.model
+
+    def predict(split: Split) -> list[np.ndarray]:
+        _check_audio(split, run_dir, loaded.config)
+        ref, ref_mask, _ = _references(split, int(loaded.config.data.reference_frames), control)
+        audio = _pad_batch([c.audio for c in split.clips], value=model.audio_mean)
+        rows = audio.reshape(audio.shape[0], audio.shape[1] * model.audio_stride, -1)
+        out = np.asarray(model.sample(jnp.asarray(rows), jnp.asarray(ref), jnp.asarray(ref_mask),
+                                      jax.random.key(settings.seed), num_steps=settings.ddim_steps))
+        return [out[i, :c.motion.shape[0]] for i, c in enumerate(split.clips)]
+    return predict
+
+
+def ics_a2m(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
+    """A trained MimicTalk ICS-A2M run (configs/mimictalk_a2m.py): in-context flow matching with the reference
+    clip as the style prompt, its motion and its own audio prepended in time as the original does at inference;
+    the run's `eval_sampling` settings (ODE grid, guidance on the prompt, temperature). Frames past a clip's end
+    are masked out of attention (frame_mask), so batching clips of different lengths changes nothing."""
+    from mirrortalk_jax.models import mimictalk_a2m
+    from mirrortalk_jax.train import pretrained
+    loaded = pretrained.load_model(run_dir)
+    model = loaded.model
+    rate = model.audio_rate
+
+    def predict(split: Split) -> list[np.ndarray]:
+        _check_audio(split, run_dir, loaded.config)
+        frames = int(loaded.config.data.reference_frames)
+        ref, ref_mask, refs = _references(split, frames, control)
+        # The prompt's audio: the same centre crop of the reference clip's features, rows per motion frame.
+        prompt_audio = np.stack([_crop(split.clips[r].audio, frames)[0] for r in refs])
+        audio = _pad_batch([c.audio for c in split.clips], value=model.audio_mean)
+        lengths = np.array([c.motion.shape[0] for c in split.clips])
+        frame_mask = np.arange(audio.shape[1])[None] < lengths[:, None]
+        b = len(split.clips)
+        out = mimictalk_a2m.generate(
+            model, jnp.asarray(audio.reshape(b, audio.shape[1] * rate, -1)), jax.random.key(settings.seed),
+            prompt_motion=jnp.asarray(ref), prompt_audio=jnp.asarray(prompt_audio.reshape(b, frames * rate, -1)),
+            prompt_mask=jnp.asarray(ref_mask), frame_mask=jnp.asarray(frame_mask), **dict(model.eval_sampling))
+        out = np.asarray(out)
+        return [out[i, :n] for i, n in enumerate(lengths)]
+    return predict
+
+
+GENERATORS: dict[str, Callable[..., Method]] = {"mirrortalk": mirrortalk, "dreamtalk": dreamtalk,
+                                                "mimictalk_a2m": ics_a2m}
+
+
+def generator(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
+    """The method of any trained generator run, chosen by its config's model.name (see GENERATORS)."""
+    from mirrortalk_jax.train import pretrained
+    name = pretrained.load_config(run_dir)[0].model.name
+    if name not in GENERATORS:
+        raise ValueError(f"{run_dir}: model {name!r} is not a motion generator the suite can run; "
+                         f"generators: {sorted(GENERATORS)}")
+    return GENERATORS[name](run_dir, settings, control=control)
 
 
 # ----- Scoring -----
