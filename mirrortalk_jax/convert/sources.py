@@ -72,7 +72,10 @@ def _read_torch(path: Path, nesting: Sequence[str]) -> dict[str, np.ndarray]:
     for key, value in tree.items():
         if not isinstance(value, torch.Tensor):
             raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        out[str(key)] = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds every bfloat16 value exactly
+            value = value.float()
+        out[str(key)] = value.numpy()
     return out
 
 
