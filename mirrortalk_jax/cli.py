@@ -3,6 +3,9 @@
     mirrortalk data build   [--variant default|tiny] [--data_dir DIR] [--overwrite] [--workers N]
     mirrortalk data inspect DATASET_DIR
     mirrortalk data preview DATASET_DIR [--split train] [--index 0] [--out preview.mp4]
+    mirrortalk generate --model dreamtalk --denoiser DIR --renderer DIR --audio WAV
+        (--audio_features F.npy | --audio_encoder DIR) --image PNG (--style_clip F | --style_predictor RUN)
+        [--pose F] --out OUT.mp4
 
 `mirrortalk --help` lists every job. Training has its own Flax-examples-style entry point:
 python -m mirrortalk_jax.main --config=... --workdir=...

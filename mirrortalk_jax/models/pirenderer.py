@@ -76,13 +76,16 @@ def model_config(renderer_conf: Mapping[str, Any] = RELEASED_CONF, *,
     return config
 
 
-def motion_windows(motion: np.ndarray | jax.Array, radius: int = SEMANTIC_RADIUS) -> jax.Array:
+def motion_windows(motion: np.ndarray | jax.Array, radius: int = SEMANTIC_RADIUS, start: int = 0,
+                   stop: int | None = None) -> jax.Array:
     """Per-frame windows of a motion sequence, as the demo's `obtain_seq_index` (edges repeat the end frames).
 
-    (N, D) -> (N, 2 * radius + 1, D): window i holds frames clamp(i - radius .. i + radius, 0, N - 1).
+    (N, D) -> (stop - start, 2 * radius + 1, D): window i holds frames clamp(i - radius .. i + radius, 0, N - 1),
+    for frames i = start .. stop - 1 (default all N; a slice lets long clips be rendered batch by batch).
     """
     n = motion.shape[0]
-    index = np.clip(np.arange(n)[:, None] + np.arange(-radius, radius + 1)[None, :], 0, n - 1)
+    frames = np.arange(start, n if stop is None else stop)
+    index = np.clip(frames[:, None] + np.arange(-radius, radius + 1)[None, :], 0, n - 1)
     return jnp.asarray(motion)[index]
 
 

@@ -1,0 +1,175 @@
+"""`mirrortalk generate --model dreamtalk ...`: a talking-head mp4 (with the audio) from speech and a portrait.
+
+DreamTalk from its released weights (convert them once with tools/convert_dreamtalk.py, and the wav2vec2
+encoder with tools/convert_hf_audio.py), as the original's inference_for_demo_video.py:
+
+    mirrortalk generate --model dreamtalk --denoiser ckpt/dreamtalk/denoiser --renderer ckpt/dreamtalk/renderer \\
+        --audio speech.wav --audio_encoder ckpt/wav2vec2 --image portrait.png \\
+        --style_clip M030_front_happy_level3_001.mat --pose RichardShelby_front_neutral_level1_001.mat \\
+        --out out.mp4
+
+Audio: --audio_features, 50 Hz wav2vec2 rows (N, 1024) in a .npy (or the .npz of `mirrortalk features`), or
+--audio_encoder, a converted wav2vec2 (or Hugging Face folder) run on --audio here. The video has N // 2
+frames at 25 fps (rows // audio_stride for other denoisers); --audio is its sound track.
+Style: --style_clip, a 3DMM .mat/.npz (`coeff` (T, 257): expression = columns 80:144) or a .npy (T, 64) of
+expression; or --style_predictor, a trained dreamtalk_style_predictor run, with --identity, the speaker's
+(68, 3) landmarks .npy, when it conditions on identity.
+Pose (not generated): --pose, a 3DMM .mat/.npz (angles 224:227, translation 254:257 of `coeff`, crop = last 3
+of `transform_params`) or a .npy (T, 9); cut to the video, or its last pose repeated, as the original. Without
+--pose, the style clip's own pose when it is a 3DMM file with transform_params, else the original's frontal
+"no_move" pose.
+Image: a face crop at the renderer's size (256x256 for the released one; the same aspect ratio is resized).
+The original crops with a face detector; crop beforehand.
+
+Checkpoints: converted folders (model.json) or training workdirs; the wrong kind, mismatched widths, missing
+files or NaNs exit with status 2 and a message naming the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODELS = ("dreamtalk",)  # each entry: a _generate_<name> function below
+
+log = logging.getLogger(__name__)
+
+
+def _audio_rows(args, width: int, stride: int, wav: np.ndarray) -> np.ndarray:
+    """The denoiser's audio rows (N, width), from --audio_features or computed from the wav (--audio_encoder)."""
+    from mirrortalk_jax.data import encoder_features
+    from mirrortalk_jax.generate import inputs
+
+    row_rate = 25.0 * stride
+    if args.audio_features:
+        rows = inputs.load_audio_rows(args.audio_features, width, "--audio_features")
+        seconds, wav_seconds = len(rows) / row_rate, len(wav) / encoder_features.SAMPLE_RATE
+        # Features of another recording would animate the wrong speech: their lengths disagree.
+        if abs(seconds - wav_seconds) > 0.2:
+            raise ValueError(f"--audio_features {args.audio_features}: {len(rows)} rows = {seconds:.2f} s at "
+                             f"{row_rate:g} Hz, but --audio {args.audio} lasts {wav_seconds:.2f} s; features of "
+                             "that recording expected")
+        return rows
+    from mirrortalk_jax.commands.features import load_encoder
+
+    if row_rate != encoder_features.FEATURE_RATE:
+        raise ValueError(f"--audio_encoder makes {encoder_features.FEATURE_RATE:g} Hz rows; the denoiser takes "
+                         f"{stride} row(s) per 25 fps frame ({row_rate:g} Hz): give --audio_features")
+    encoder, config = load_encoder(args.audio_encoder)
+    if config.hidden_size != width:
+        raise ValueError(f"--audio_encoder {args.audio_encoder} makes {config.hidden_size}-wide features; the "
+                         f"denoiser reads {width}-wide rows (DreamTalk: wav2vec2-large, 1024)")
+    start = time.perf_counter()
+    rows = encoder_features.EncoderFeatures(encoder, layer=-1)(wav)  # the last hidden state, as the original
+    log.info("%s features: %d rows in %.1f s", config.name, len(rows), time.perf_counter() - start)
+    return rows
+
+
+def _pose(args):
+    from mirrortalk_jax.generate import inputs
+
+    if args.pose:
+        return inputs.load_pose(args.pose, "--pose"), f"--pose {args.pose}"
+    if args.style_clip and inputs.has_pose(args.style_clip):
+        return inputs.load_pose(args.style_clip, "--style_clip"), f"the style clip's pose ({args.style_clip})"
+    return None, "the frontal pose"
+
+
+def _generate_dreamtalk(args) -> int:
+    from mirrortalk_jax.data import encoder_features, video
+    from mirrortalk_jax.generate import checkpoints, inputs
+    from mirrortalk_jax.generate.dreamtalk import FPS, generate_dreamtalk
+    from mirrortalk_jax.models.dreamtalk_net import dims_from_config
+
+    if args.identity and not args.style_predictor:
+        raise ValueError("--identity goes with --style_predictor (a style clip carries the style itself)")
+    # Every input is checked against the checkpoints' configs before any weights are read.
+    denoiser_config, spec = checkpoints.model_config(args.denoiser, "dreamtalk", "--denoiser")
+    dims, stride = dims_from_config(denoiser_config, spec), int(denoiser_config.get("audio_stride", 1))
+    renderer_config, _ = checkpoints.model_config(args.renderer, "pirenderer", "--renderer")
+    if renderer_config.coeff_nc != dims.motion_dim + inputs.POSE_DIM:
+        raise ValueError(f"--renderer {args.renderer} reads {renderer_config.coeff_nc} coefficients per frame; "
+                         f"--denoiser {args.denoiser} makes {dims.motion_dim} + {inputs.POSE_DIM} pose: they do "
+                         "not belong together")
+    wav = encoder_features.read_audio(args.audio)
+    image = inputs.load_image(args.image, tuple(renderer_config.get("image_size", (256, 256))), "--image")
+    style_clip = identity = None
+    if args.style_clip:
+        style_clip = inputs.load_style_clip(args.style_clip, dims.motion_dim, "--style_clip")
+    else:
+        predictor_config, _ = checkpoints.model_config(args.style_predictor, "dreamtalk_style_predictor",
+                                                       "--style_predictor")
+        if predictor_config.get("use_identity", True):
+            if not args.identity:
+                raise ValueError(f"--style_predictor {args.style_predictor} conditions on the speaker's identity: "
+                                 f"give --identity, a ({predictor_config.num_landmarks}, 3) landmarks .npy")
+            identity = inputs.load_identity(args.identity, int(predictor_config.num_landmarks), "--identity")
+    pose, pose_source = _pose(args)
+    rows = _audio_rows(args, dims.audio_dim, stride, wav)
+
+    denoiser = checkpoints.load(args.denoiser, "dreamtalk", "--denoiser").model
+    renderer = checkpoints.load(args.renderer, "pirenderer", "--renderer").model
+    predictor = predictor_frames = None
+    if args.style_predictor:
+        run = checkpoints.load(args.style_predictor, "dreamtalk_style_predictor", "--style_predictor")
+        predictor = run.model
+        # The clip length it was trained on, when the run says (converted checkpoints carry no data config).
+        predictor_frames = run.config.get("data", {}).get("window_frames")
+        if predictor.style_dim != dims.d_model:
+            raise ValueError(f"--style_predictor {args.style_predictor} makes {predictor.style_dim}-d style codes; "
+                             f"--denoiser {args.denoiser} takes {dims.d_model}-d ones: train the predictor on "
+                             "that denoiser's style encoder")
+    start = time.perf_counter()
+    out = generate_dreamtalk(denoiser, renderer, rows, image, style_clip=style_clip, style_predictor=predictor,
+                             identity=identity, predictor_frames=predictor_frames, pose=pose, steps=args.steps,
+                             guidance=args.guidance, seed=args.seed, render_batch=args.render_batch)
+    log.info("generated %d frames with %s in %.1f s", len(out.frames), pose_source, time.perf_counter() - start)
+    target = Path(args.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    video.write_mp4(target, out.frames, FPS, audio=wav, sample_rate=encoder_features.SAMPLE_RATE)
+    if args.save_motion:
+        np.save(args.save_motion, out.coefficients)
+    t, h, w, _ = out.frames.shape
+    print(f"wrote {target} ({t} frames, {w}x{h}, {t / FPS:.2f} s at {FPS:g} fps, "
+          f"audio {len(wav) / encoder_features.SAMPLE_RATE:.2f} s)")
+    return 0
+
+
+def _generate(args) -> int:
+    if args.steps < 1 or args.render_batch < 1:
+        raise ValueError(f"--steps and --render_batch must be >= 1, got {args.steps} and {args.render_batch}")
+    return {"dreamtalk": _generate_dreamtalk}[args.model](args)
+
+
+def add_parser(jobs) -> None:
+    p = jobs.add_parser("generate", help="talking-head mp4 from audio + a portrait with converted or trained models",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=MODELS, help="which method generates")
+    p.add_argument("--denoiser", required=True,
+                   help="DreamTalk denoiser: converted checkpoint (tools/convert_dreamtalk.py: OUT/denoiser) or run")
+    p.add_argument("--renderer", required=True,
+                   help="PIRenderer: converted checkpoint (tools/convert_dreamtalk.py: OUT/renderer) or run")
+    p.add_argument("--audio", required=True, help="speech (any audio/video file FFmpeg reads); the mp4's sound")
+    audio = p.add_mutually_exclusive_group(required=True)
+    audio.add_argument("--audio_features", help="50 Hz feature rows of --audio: .npy (N, 1024) or a "
+                                                "`mirrortalk features` .npz")
+    audio.add_argument("--audio_encoder", help="converted wav2vec2 (tools/convert_hf_audio.py) or Hugging Face "
+                                               "folder: features computed here")
+    p.add_argument("--image", required=True, help="portrait face crop (png/jpg) at the renderer's size")
+    style = p.add_mutually_exclusive_group(required=True)
+    style.add_argument("--style_clip", help="reference style: 3DMM .mat/.npz (coeff) or .npy (frames, 64)")
+    style.add_argument("--style_predictor", help="trained dreamtalk_style_predictor run (style from the audio)")
+    p.add_argument("--identity", help="with --style_predictor: the speaker's (68, 3) landmarks .npy")
+    p.add_argument("--pose", help="head pose: 3DMM .mat/.npz or .npy (frames, 9) (default: see above)")
+    p.add_argument("--steps", type=int, default=10, help="DDIM steps (the original: 10)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale (the original: 1.0; 0 = neutral style)")
+    p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
+    p.add_argument("--render_batch", type=int, default=16, help="frames per renderer call (the original: 16)")
+    p.add_argument("--save_motion", help="also save the renderer's coefficients (frames, 73) to this .npy")
+    p.add_argument("--out", required=True, help="the mp4 to write")
+    p.set_defaults(func=_generate)
