@@ -3,6 +3,12 @@ conditioned on per-frame audio windows and a style code from a reference clip, w
 
     python -m mirrortalk_jax.main --config=configs/dreamtalk.py:tiny --workdir=runs/dreamtalk_tiny
 
+With the paper's lip-sync loss of a frozen style-aware lip expert (a configs/dreamtalk_lip_expert.py run on the
+same motion space and audio features; its weights are loaded at the start and frozen):
+
+    python -m mirrortalk_jax.main --config=configs/dreamtalk.py:tiny --workdir=runs/dreamtalk_tiny \
+        --config.model.lip_expert_workdir=runs/dt_lip_expert_tiny --config.model.sync_weight=0.1
+
 The released weights (checkpoints/denoising_network.pth) convert to a loadable checkpoint with
 
     python tools/convert_dreamtalk.py --denoiser denoising_network.pth --out ckpt/dreamtalk [--config released]
@@ -72,6 +78,16 @@ def get_config(arg: str | None = None):
     # (None: guidance off; 1.0 = the demo's default, which equals the conditional pass).
     m.cf_guidance = ml_collections.ConfigDict({"null_prob": 0.1, "scale": 1.0})
     m.sampler = ml_collections.ConfigDict({"ddim_steps": 10})
+    # Lip-sync loss L_sync = -log P_sync of the frozen lip expert on the x0 estimate (not in the exact port). The
+    # expert must read the per-frame audio features of this model's batches: its audio_dim = audio_stride x
+    # audio_dim here (checked when the model is built).
+    m.lip_expert_workdir = ""  # a configs/dreamtalk_lip_expert.py run; empty: no sync loss
+    m.sync_weight = 0.0
+    # Only clips with t <= sync_max_t (of diffusion.num_steps) are judged: there sqrt(alpha_bar) >= 0.44 (SNR >=
+    # 0.24, about MimicTalk's sync_min_t = 0.3); noisier x_t hold little of the mouth, and the x0 estimate tends to
+    # the smooth conditional mean that a sync loss would only pull against the denoising loss. The paper gives no
+    # bound.
+    m.sync_max_t = 400
 
     if released:
         config.data.audio_feature = "precomputed"

@@ -12,8 +12,9 @@ from flax import nnx
 from mirrortalk_jax.data.feature_windows import audio_windows_jax
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.models import dreamtalk
+from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.sample import dreamtalk as dt
-from mirrortalk_jax.train import trainer
+from mirrortalk_jax.train import pretrained, trainer
 from mirrortalk_jax.train.metrics import read_metrics
 from tests.test_trainer import _load_config
 
@@ -101,22 +102,125 @@ def test_ddpm_sampler_follows_the_original_update():
 # ----- Training on SynthTalk -----
 
 
-def test_tiny_training_lowers_the_loss(tiny_dataset, tmp_path):
+def _small_config(dataset=None, **train):
+    """The tiny config at half width, one layer per stack, 16-frame windows."""
     config = _load_config("configs/dreamtalk.py", "tiny")
-    config.data.dataset_dir = str(tiny_dataset)
+    if dataset is not None:
+        config.data.dataset_dir = str(dataset)
     config.data.window_frames = 16
     config.train.update({"batch_size": 8, "num_steps": 30, "log_every": 1, "eval_every": 0, "checkpoint_every": 1000,
                              "warmup_steps": 5, "learning_rate": 3e-3})
+    config.train.update(train)
     config.model.update(d_model=32, dropout=0.0)
     for stack in (config.model.content_encoder, config.model.style_encoder, config.model.decoder):
         stack.update(num_layers=1, ffn_dim=64)
     config.model.decoder.tail_hidden = 16
+    return config
+
+
+def test_tiny_training_lowers_the_loss(tiny_dataset, tmp_path):
+    config = _small_config(tiny_dataset)
     trainer.train_and_evaluate(config, tmp_path)
     losses = [m["train/denoise"] for m in read_metrics(tmp_path)]
     assert len(losses) == 30 and np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
     nulls = [m["train/null_style_fraction"] for m in read_metrics(tmp_path)]
     assert 0.0 < np.mean(nulls) < 0.3  # the null style clip is drawn at about null_prob = 0.1
+
+
+# ----- Lip-sync loss of a frozen lip expert -----
+
+
+@pytest.fixture(scope="module")
+def lip_expert_run(tiny_dataset, tmp_path_factory):
+    """A few steps of the tiny lip expert config: weights to load and freeze (not a good expert yet)."""
+    workdir = tmp_path_factory.mktemp("dt_lip_expert")
+    config = _load_config("configs/dreamtalk_lip_expert.py", "tiny")
+    config.data.dataset_dir = str(tiny_dataset)
+    config.data.window_frames = 16
+    config.train.update({"batch_size": 8, "num_steps": 3, "log_every": 1, "eval_every": 0, "checkpoint_every": 1000,
+                             "warmup_steps": 1})
+    trainer.train_and_evaluate(config, workdir)
+    return workdir
+
+
+def _with_expert(config, run, weight=0.5):
+    config.model.update(lip_expert_workdir=str(run), sync_weight=weight, sync_max_t=1000)  # every t is judged
+    return config
+
+
+@pytest.fixture
+def runs_are_configs(monkeypatch):
+    """`run_model` builds the named config ("configs/NAME.py:tiny") instead of reading a run: no training."""
+    def run_model(run_dir, spec, rngs, **_):
+        path, variant = run_dir.split(":")
+        return create_model(_load_config(path, variant).model, spec, rngs)
+
+    monkeypatch.setattr(pretrained, "run_model", run_model)
+
+
+@pytest.mark.slow  # about a minute on 2 CPU cores: two short trainer runs
+def test_sync_loss_trains_with_the_expert_loaded_and_frozen(tiny_dataset, lip_expert_run, tmp_path):
+    config = _with_expert(_small_config(tiny_dataset, num_steps=4, warmup_steps=1), lip_expert_run)
+    state = trainer.train_and_evaluate(config, tmp_path)
+    metrics = read_metrics(tmp_path)
+    sync = np.array([m["train/sync"] for m in metrics])
+    assert len(sync) == 4 and np.isfinite(sync).all() and (sync > 0).all()
+    np.testing.assert_allclose([m["train/loss"] for m in metrics],
+                               [m["train/denoise"] + 0.5 * m["train/sync"] for m in metrics], rtol=1e-5)
+    # the expert run's weights, loaded at the start and never updated
+    expert = jax.tree.leaves(nnx.state(pretrained.load_model(lip_expert_run).model, nnx.Param))
+    got = jax.tree.leaves(state.params["lip_expert"])
+    assert len(got) == len(expert) > 0
+    for a, b in zip(got, expert):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_sync_term_reaches_the_denoiser_gradient(runs_are_configs):
+    run = "configs/dreamtalk_lip_expert.py:tiny"
+    model = create_model(_with_expert(_small_config(), run).model, SYNTHTALK_SPEC, nnx.Rngs(0))
+    assert model.pretrained_subtrees == {"lip_expert": run} and model.frozen_subtrees == ("lip_expert",)
+    keys = jax.random.split(jax.random.key(0), 3)
+    batch = {"motion": jax.random.normal(keys[0], (2, 16, 18)),
+             "motion_mask": jnp.arange(16)[None] < jnp.array([[16], [11]]),
+             "audio_features": jax.random.normal(keys[1], (2, 16, 320)) - 7.5,
+             "reference_motion": jax.random.normal(keys[2], (2, 48, 18)), "reference_mask": jnp.ones((2, 48), bool)}
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def sync_and_loss(p):  # train=False: no null style clip, no dropout
+        total, metrics = nnx.merge(graphdef, p, rest, copy=True).loss(batch, jax.random.key(3), False)
+        return metrics["sync"], (total, metrics)
+
+    (_, (total, metrics)), grads = jax.jit(jax.value_and_grad(sync_and_loss, has_aux=True))(params)
+    np.testing.assert_allclose(total, metrics["denoise"] + 0.5 * metrics["sync"], rtol=1e-6)
+    assert float(metrics["sync"]) > 0 and float(metrics["sync_fraction"]) == 1.0
+    # d(total)/d(net) = d(denoise)/d(net) + sync_weight * d(sync)/d(net): the expert's verdict on the x0 estimate
+    # trains the denoiser's lower-face (mouth) stack and the shared audio path, and nothing of the upper face
+    net = {"/".join(map(str, k)): float(jnp.abs(v[...]).max()) for k, v in nnx.to_flat_state(grads["net"])}
+    assert all(np.isfinite(list(net.values())))
+    for name in ("decoder/lower_tail_fc/layers/2/kernel", "decoder/lower_decoder/layers/0/ffn/linear1/kernel",
+                 "content_encoder/increase_embed_dim/kernel"):
+        assert net[name] > 0, name
+    assert all(g == 0 for n, g in net.items() if "/upper_" in n)
+    # above sync_max_t nothing is judged: the loss is the denoising loss alone
+    model.sync_max_t = 0
+    total, metrics = nnx.jit(lambda m: m.loss(batch, jax.random.key(3), False))(model)
+    assert float(metrics["sync"]) == 0.0 and float(metrics["sync_fraction"]) == 0.0
+    assert float(total) == float(metrics["denoise"])
+
+
+def test_lip_expert_must_read_the_denoisers_audio_features(runs_are_configs):
+    def build(run, **model):
+        config = _with_expert(_small_config(), run)
+        config.model.update(model)
+        return nnx.eval_shape(lambda: create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0)))
+
+    build("configs/dreamtalk_lip_expert.py:tiny")  # 320-d log-mel per frame on both sides
+    # 2 rows of 320 per frame: 640-d features, the expert reads 320
+    with pytest.raises(ValueError, match=r"reads 320-d .*dreamtalk_lip_expert\.py.* carry 640 \(configs/dreamtalk\.py"):
+        build("configs/dreamtalk_lip_expert.py:tiny", audio_stride=2)
+    with pytest.raises(TypeError, match="not a configs/dreamtalk_lip_expert.py lip expert"):
+        build("configs/motion_expert.py:tiny")
 
 
 def test_style_code_interface_and_sampling_of_the_wrapper():

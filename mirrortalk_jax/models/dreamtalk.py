@@ -8,6 +8,9 @@ released `diff_net.net.*` weights land under `net/`). This wrapper adds what the
                             batch's style reference, replaced by the null clip with probability
                             `cf_guidance.null_prob` (classifier-free guidance training, as the original's config).
                             Dropout (config `dropout`, 0.1 in the original) is active when `train`.
+                            With a lip expert run (`lip_expert_workdir`, configs/dreamtalk_lip_expert.py) the
+                            paper's L_sync = -log P_sync of the frozen style-aware expert on the x0 estimate is
+                            added with `sync_weight`, for clips with t <= `sync_max_t` and their own style clip.
   sample(...)               DDIM / DDPM with guidance, see sample/dreamtalk.py.
   generate_for_eval(...)    DDIM with the config's steps and guidance, for the trainer's periodic evaluation.
 
@@ -30,6 +33,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.feature_windows import audio_windows_jax
 from mirrortalk_jax.data.motion_spec import MotionSpec
+from mirrortalk_jax.models import dreamtalk_lip_expert as lip
 from mirrortalk_jax.models import dreamtalk_net
 from mirrortalk_jax.models.dreamtalk_net import DreamTalkDenoiser, dims_from_config
 from mirrortalk_jax.models.registry import register
@@ -47,6 +51,11 @@ class DreamTalk(nnx.Module):
         self.null_prob = float(config.cf_guidance.null_prob)
         self.guidance_scale = config.cf_guidance.get("scale", 1.0)
         self.ddim_steps = int(config.get("sampler", {}).get("ddim_steps", 10))
+        # Lip-sync loss of a frozen lip expert run (not part of the exact port: the network stays untouched).
+        self.lip_expert_run = str(config.get("lip_expert_workdir", "") or "")
+        self.sync_weight, self.sync_max_t = float(config.get("sync_weight", 0.0)), int(config.get("sync_max_t", 0))
+        self.lip_expert = nnx.data(_lip_expert(self.lip_expert_run, spec, self.audio_stride * self.dims.audio_dim,
+                                               rngs) if self.lip_expert_run else None)
 
     @property
     def style_max_len(self) -> int:
@@ -82,6 +91,14 @@ class DreamTalk(nnx.Module):
 
     # ----- What the trainer reads -----
 
+    @property
+    def pretrained_subtrees(self) -> dict[str, str]:
+        return {"lip_expert": self.lip_expert_run} if self.lip_expert_run else {}
+
+    @property
+    def frozen_subtrees(self) -> tuple[str, ...]:
+        return ("lip_expert",) if self.lip_expert is not None else ()
+
     def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict[str, Any]]:
         k_t, k_noise, k_null, k_drop = jax.random.split(rng, 4)
         x0, mask = batch["motion"], batch["motion_mask"]
@@ -101,7 +118,27 @@ class DreamTalk(nnx.Module):
         valid = mask.astype(jnp.float32)[..., None]
         denom = jnp.maximum(valid.sum() * x0.shape[-1], 1.0)
         loss = jnp.sum(jnp.square(pred - x0) * valid) / denom
-        return loss, {"denoise": loss, "null_style_fraction": null.mean()}
+        metrics = {"denoise": loss, "null_style_fraction": null.mean()}
+        if self.lip_expert is None:
+            return loss, metrics
+        sync, judged = self.sync_loss(pred, t, null, batch)
+        metrics.update(sync=sync, sync_fraction=judged.mean(dtype=jnp.float32))
+        return loss + self.sync_weight * sync, metrics
+
+    def sync_loss(self, pred_x0: jax.Array, t: jax.Array, null: jax.Array,
+                  batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """The frozen lip expert's -log P_sync over the valid frames of the x0 estimates (B, L, M) it judges:
+        t (B,) <= sync_max_t, and a real style clip (null (B,) False). Returns (scalar, (B,) bool judged).
+
+        Above sync_max_t, x_t holds little of the mouth and the MSE-optimal estimate is the smooth conditional
+        mean, where a sync loss would only fight the denoising loss. Null-style clips are left out because the
+        expert judges lips against the reference's style, which the unconditional branch must not learn.
+        """
+        judged = (t <= self.sync_max_t) & ~null
+        mask = batch["motion_mask"].astype(bool) & judged[:, None]
+        # The expert's style encoder is frozen: cutting the gradient here saves its backward pass.
+        style = jax.lax.stop_gradient(self.lip_expert.style_code(batch["reference_motion"], batch["reference_mask"]))
+        return lip.sync_loss(self.lip_expert, pred_x0, batch["audio_features"], style, mask), judged
 
     # ----- Generation -----
 
@@ -144,6 +181,23 @@ class StyleEncoder(dreamtalk_net.StyleEncoder):
 
     def __call__(self, motion: jax.Array, mask: jax.Array | None = None, rng: jax.Array | None = None) -> jax.Array:
         return super().__call__(motion, None if mask is None else ~mask.astype(bool), rng)
+
+
+def _lip_expert(run_dir: str, spec: MotionSpec | None, audio_width: int, rngs: nnx.Rngs) -> lip.DreamTalkLipExpert:
+    """The lip expert run's architecture (its weights are loaded by the trainer), checked against this model:
+    it must judge the same per-frame audio features (B, L, audio_width) that the denoiser's batches carry."""
+    from mirrortalk_jax.train import pretrained  # the train package imports the model registry
+
+    expert = pretrained.run_model(run_dir, spec, rngs)
+    if not isinstance(expert, lip.DreamTalkLipExpert):
+        raise TypeError(f"model.lip_expert_workdir={run_dir} trained a {type(expert).__name__}, not a "
+                        "configs/dreamtalk_lip_expert.py lip expert")
+    if expert.audio_dim != audio_width:
+        raise ValueError(f"model.lip_expert_workdir={run_dir}: the lip expert reads {expert.audio_dim}-d audio "
+                         f"features per frame (its configs/dreamtalk_lip_expert.py model.audio_dim), but this "
+                         f"denoiser's batches carry {audio_width} (configs/dreamtalk.py model.audio_stride x "
+                         "model.audio_dim); train the expert on the same audio features")
+    return expert
 
 
 @register("dreamtalk")

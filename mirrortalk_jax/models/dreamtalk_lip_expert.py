@@ -32,7 +32,7 @@ from flax import nnx
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models import layers
 from mirrortalk_jax.models.motion_expert import sample_sync_pairs, sequence_windows
-from mirrortalk_jax.models.registry import create_model, register
+from mirrortalk_jax.models.registry import register
 
 SIMILARITIES = ("affine", "relu")
 _P_EPS = 1e-6  # P_sync is kept in [eps, 1 - eps] so that -log P and -log(1 - P) stay finite
@@ -47,20 +47,12 @@ def _unit(h: jax.Array) -> jax.Array:
 
 
 def source_model(run_dir: str, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
-    """A fresh model with the architecture of a trained run or converted checkpoint (its config only is read,
-    so this also runs under eval_shape); the trainer loads the weights at a fresh start."""
-    from mirrortalk_jax.convert import converted  # converters are rarely needed
+    """A fresh model with the architecture of a trained run or converted checkpoint that has a style encoder
+    (its config only is read, so this also runs under eval_shape); the trainer loads the weights at a fresh
+    start. Any motion space of the data's width: a style encoder must read the data's motion."""
     from mirrortalk_jax.train import pretrained  # the train package imports the registry
 
-    if converted.is_converted(run_dir):
-        run_config, run_spec = converted.model_config(run_dir), converted.motion_spec(run_dir) or spec
-    else:
-        run_config, run_spec = pretrained.load_config(run_dir)
-        run_config = run_config.model
-    if run_spec.dim != spec.dim:
-        raise ValueError(f"{run_dir} works on motion space {run_spec.name!r} ({run_spec.dim} channels); this model "
-                         f"uses {spec.name!r} ({spec.dim}): a style encoder must read the data's motion")
-    model = create_model(run_config, run_spec, rngs)
+    model = pretrained.run_model(run_dir, spec, rngs, check_name=False)
     style_code_of(model, None, None, check_only=True)
     return model
 

@@ -29,7 +29,7 @@ from flax import nnx
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.icl_transformer import InContextTransformer
 from mirrortalk_jax.models.layers import fan_in_normal, param, scaled_normal
-from mirrortalk_jax.models.registry import create_model, register
+from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.objectives import flow_matching, infill_masks
 from mirrortalk_jax.sample import ode
 
@@ -117,7 +117,9 @@ class MimicTalkA2M(nnx.Module):
         self.sync_weight, self.sync_min_t = float(t.get("sync_weight", 0.0)), float(t.get("sync_min_t", 0.0))
         self.eval_sampling = tuple(sorted(dict(config.get("eval_sampling") or {}).items()))
         self.expert_run = str(config.get("motion_expert_workdir", "") or "")
-        self.motion_expert = nnx.data(_run_model(self.expert_run, spec, rngs) if self.expert_run else None)
+        from mirrortalk_jax.train import pretrained  # the train package imports the model registry
+
+        self.motion_expert = nnx.data(pretrained.run_model(self.expert_run, spec, rngs) if self.expert_run else None)
 
     # ----- What the trainer reads -----
 
@@ -274,16 +276,6 @@ class MimicTalkA2M(nnx.Module):
         return self.sample(batch["audio_features"], rng=rng, prompt_motion=ref, prompt_audio=prompt_audio,
                            prompt_mask=batch["reference_mask"], frame_mask=batch["motion_mask"],
                            **settings)["motion"]
-
-
-def _run_model(run_dir: str, spec: MotionSpec | None, rngs: nnx.Rngs) -> nnx.Module:
-    """A fresh model with the architecture of a trained run (the trainer loads its weights at a fresh start)."""
-    from mirrortalk_jax.train import pretrained
-
-    run_config, run_spec = pretrained.load_config(run_dir)
-    if spec is not None and (run_spec.dim != spec.dim or run_spec.name != spec.name):
-        raise ValueError(f"run {run_dir} was trained on motion space {run_spec.name!r}, this model uses {spec.name!r}")
-    return create_model(run_config.model, run_spec, rngs)
 
 
 @functools.lru_cache(maxsize=16)

@@ -3,6 +3,7 @@
 A run's checkpoint carries its config and motion space, so a model is rebuilt from the workdir alone:
 
     expert = load_model("runs/motion_expert").model          # an nnx.Module with trained weights
+    expert = run_model("runs/motion_expert", spec, rngs)     # its architecture, fresh weights (for a factory)
     config.train.init_from = (("motion_expert", "runs/motion_expert"),)   # inside a bigger model
 """
 
@@ -50,6 +51,27 @@ def load_config(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, 
     finally:
         ckpt.close()
     return ml_collections.ConfigDict(meta["config"]), MotionSpec.from_json(meta["motion_spec"])
+
+
+def run_model(run_dir: str | os.PathLike, spec: MotionSpec | None, rngs: nnx.Rngs, *,
+              check_name: bool = True) -> nnx.Module:
+    """A freshly initialised model with the architecture of a trained run or converted checkpoint.
+
+    Only its config is read (cheap, no arrays), so model factories call this for their parts even under
+    eval_shape and jit; the trainer loads the weights at a fresh start (the model's `pretrained_subtrees`).
+    The run must work on `spec`'s channels (None: any), and with `check_name` on the same motion space by
+    name too; a converted checkpoint that records no motion space is built on `spec`.
+    """
+    from mirrortalk_jax.convert import converted  # noqa: PLC0415 - converters are rarely needed
+    if converted.is_converted(run_dir):
+        run_config, run_spec = converted.model_config(run_dir), converted.motion_spec(run_dir) or spec
+    else:
+        config, run_spec = load_config(run_dir)
+        run_config = config.model
+    if spec is not None and (run_spec.dim != spec.dim or (check_name and run_spec.name != spec.name)):
+        raise ValueError(f"{run_dir} was trained on motion space {run_spec.name!r} ({run_spec.dim} channels); "
+                         f"this model uses {spec.name!r} ({spec.dim})")
+    return create_model(run_config, run_spec, rngs)
 
 
 def _restore(run_dir: str | os.PathLike, step: int | None):
