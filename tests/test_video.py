@@ -53,6 +53,22 @@ def test_round_trip_video_and_audio(tmp_path):
     assert 0.4 < np.abs(clip.audio).max() < 0.6
 
 
+def test_frames_streamed_in_batches_give_the_same_file(tmp_path):
+    """A generator of batches (how long renders are written) encodes exactly what the whole array does."""
+    frames, audio = _gradient_frames(23, 32, 48), _sine(330.0, 1.0)
+    video.write_mp4(tmp_path / "whole.mp4", frames, fps=25.0, audio=audio, sample_rate=SR)
+    video.write_mp4(tmp_path / "stream.mp4", (frames[i:i + 5] for i in range(0, 23, 5)), fps=25.0, audio=audio,
+                    sample_rate=SR)
+    whole, stream = video.read_mp4(tmp_path / "whole.mp4"), video.read_mp4(tmp_path / "stream.mp4")
+    np.testing.assert_array_equal(stream.frames, whole.frames)
+    np.testing.assert_array_equal(stream.audio, whole.audio)
+    with pytest.raises(ValueError, match="size"):
+        video.write_mp4(tmp_path / "mixed.mp4", iter([frames[:2], frames[:2, :16]]), fps=25.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        video.write_mp4(tmp_path / "none.mp4", iter([]), fps=25.0)
+    assert not (tmp_path / "mixed.mp4").exists() and not list(tmp_path.glob(".*.tmp.mp4"))
+
+
 def test_audio_is_not_delayed(tmp_path):
     # Silence then a tone: the onset must stay where it was (AAC priming samples must not leak in as a delay).
     audio = np.concatenate([np.zeros(int(0.5 * SR), np.float32), _sine(1000.0, 0.5)])

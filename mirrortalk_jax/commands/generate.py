@@ -82,7 +82,8 @@ def _pose(args):
 def _generate_dreamtalk(args) -> int:
     from mirrortalk_jax.data import encoder_features, video
     from mirrortalk_jax.generate import checkpoints, inputs
-    from mirrortalk_jax.generate.dreamtalk import FPS, generate_dreamtalk
+    from mirrortalk_jax.generate.dreamtalk import FPS, renderer_coefficients
+    from mirrortalk_jax.generate.render import iter_frames
     from mirrortalk_jax.models.dreamtalk_net import dims_from_config
 
     if args.identity and not args.style_predictor:
@@ -124,16 +125,19 @@ def _generate_dreamtalk(args) -> int:
                              f"--denoiser {args.denoiser} takes {dims.d_model}-d ones: train the predictor on "
                              "that denoiser's style encoder")
     start = time.perf_counter()
-    out = generate_dreamtalk(denoiser, renderer, rows, image, style_clip=style_clip, style_predictor=predictor,
-                             identity=identity, predictor_frames=predictor_frames, pose=pose, steps=args.steps,
-                             guidance=args.guidance, seed=args.seed, render_batch=args.render_batch)
-    log.info("generated %d frames with %s in %.1f s", len(out.frames), pose_source, time.perf_counter() - start)
+    coefficients, _ = renderer_coefficients(
+        denoiser, renderer, rows, style_clip=style_clip, style_predictor=predictor, identity=identity,
+        predictor_frames=predictor_frames, pose=pose, steps=args.steps, guidance=args.guidance, seed=args.seed)
+    log.info("generated %d frames of motion with %s in %.1f s", len(coefficients), pose_source,
+             time.perf_counter() - start)
     target = Path(args.out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    video.write_mp4(target, out.frames, FPS, audio=wav, sample_rate=encoder_features.SAMPLE_RATE)
     if args.save_motion:
-        np.save(args.save_motion, out.coefficients)
-    t, h, w, _ = out.frames.shape
+        np.save(args.save_motion, coefficients)
+    # Rendered batch by batch straight into the encoder: host memory holds one batch of frames, not the video.
+    video.write_mp4(target, iter_frames(renderer, image, coefficients, args.render_batch), FPS, audio=wav,
+                    sample_rate=encoder_features.SAMPLE_RATE)
+    t, (h, w) = len(coefficients), image.shape[:2]
     print(f"wrote {target} ({t} frames, {w}x{h}, {t / FPS:.2f} s at {FPS:g} fps, "
           f"audio {len(wav) / encoder_features.SAMPLE_RATE:.2f} s)")
     return 0

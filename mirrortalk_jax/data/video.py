@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import itertools
 import os
 import uuid
+from collections.abc import Iterable, Iterator
 
 import av
 import numpy as np
@@ -87,7 +89,7 @@ def _aac_rate(sample_rate: int) -> int:
 
 def write_mp4(
     path: str | os.PathLike,
-    frames: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: float,
     audio: np.ndarray | None = None,
     sample_rate: int = 16000,
@@ -97,7 +99,9 @@ def write_mp4(
 
     Args:
       path: destination file; its directory must exist. Replaced atomically if it already exists.
-      frames: (T, H, W, 3) uint8 RGB. Odd H or W is padded to even (last row/column repeated).
+      frames: (T, H, W, 3) uint8 RGB, or an iterable of such batches (all of one H, W), encoded as they come
+        so a long video never has to be in memory at once. Odd H or W is padded to even (last row/column
+        repeated).
       fps: frame rate, > 0 (non-integer rates such as 29.97 are stored as a rational).
       audio: (N,) floating mono audio in [-1, 1] at `sample_rate`, or None for a silent video. Values outside
         [-1, 1] are clipped.
@@ -105,7 +109,7 @@ def write_mp4(
       crf: libx264 constant rate factor (0 = lossless, 18 = near-lossless, 23 = x264 default).
     """
     path = os.fspath(path)
-    frames = _check_frames(frames)
+    batches = iter([frames] if isinstance(frames, np.ndarray) else frames)
     if not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"write_mp4: fps must be a positive finite number, got {fps}")
     if audio is not None:
@@ -119,7 +123,7 @@ def write_mp4(
     # Hidden temp name in the same directory so os.replace is an atomic rename on the same filesystem.
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp.mp4")
     try:
-        _encode(tmp, frames, fps, audio, sample_rate, crf)
+        _encode(tmp, batches, fps, audio, sample_rate, crf)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -127,13 +131,19 @@ def write_mp4(
         raise
 
 
-def _encode(tmp: str, frames: np.ndarray, fps: float, audio: np.ndarray | None, sample_rate: int, crf: int):
-    """Encodes frames (+ audio) into `tmp`, interleaving the audio that belongs to each video frame."""
+def _encode(tmp: str, batches: Iterator[np.ndarray], fps: float, audio: np.ndarray | None, sample_rate: int,
+            crf: int):
+    """Encodes frame batches (+ audio) into `tmp`, interleaving the audio that belongs to each video frame."""
     rate = fractions.Fraction(fps).limit_denominator(1001)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("write_mp4: frames must be non-empty, got no batch")
+    first = _check_frames(first)
+    size = first.shape[1:3]
     # faststart moves the index to the front so browsers can start playing previews before the download ends.
     with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         vstream = container.add_stream("libx264", rate=rate)
-        vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+        vstream.width, vstream.height = size[1], size[0]
         vstream.pix_fmt = "yuv420p"
         vstream.codec_context.time_base = 1 / rate
         vstream.options = {"crf": str(crf)}
@@ -146,20 +156,24 @@ def _encode(tmp: str, frames: np.ndarray, fps: float, audio: np.ndarray | None, 
             # Converts flt -> fltp, resamples if needed, and re-chunks into exact AAC-sized frames.
             resampler = av.AudioResampler(format="fltp", layout="mono", rate=aac_rate, frame_size=AAC_FRAME_SIZE)
 
-        num_frames = frames.shape[0]
-        audio_pos = 0
-        for t in range(num_frames):
-            vframe = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t]), format="rgb24")
-            vframe.pts = t
-            container.mux(vstream.encode(vframe))
-            if audio is not None:
-                # Audio up to the end of this video frame; the last frame takes any remaining (longer) audio.
-                end = len(audio) if t == num_frames - 1 else min(len(audio), round((t + 1) * sample_rate / fps))
-                if end > audio_pos:
-                    _encode_audio(container, astream, resampler, audio[audio_pos:end], sample_rate, audio_pos)
-                    audio_pos = end
+        t = audio_pos = 0
+        for batch in itertools.chain([first], (_check_frames(b) for b in batches)):
+            if batch.shape[1:3] != size:
+                raise ValueError(f"write_mp4: a batch of frames of size {batch.shape[1:3]} after {size}")
+            for frame in batch:
+                vframe = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                vframe.pts = t
+                container.mux(vstream.encode(vframe))
+                t += 1
+                if audio is not None:  # the audio up to the end of this video frame
+                    end = min(len(audio), round(t * sample_rate / fps))
+                    if end > audio_pos:
+                        _encode_audio(container, astream, resampler, audio[audio_pos:end], sample_rate, audio_pos)
+                        audio_pos = end
         container.mux(vstream.encode(None))
         if audio is not None:
+            if audio_pos < len(audio):  # audio longer than the video ends the file
+                _encode_audio(container, astream, resampler, audio[audio_pos:], sample_rate, audio_pos)
             for aframe in resampler.resample(None):
                 container.mux(astream.encode(aframe))
             container.mux(astream.encode(None))

@@ -3,9 +3,9 @@ and watermark): speech-encoder rows + a speaking style + head pose -> expression
 
     denoiser = checkpoints.load("ckpt/dreamtalk/denoiser", "dreamtalk", "denoiser").model
     renderer = checkpoints.load("ckpt/dreamtalk/renderer", "pirenderer", "renderer").model
-    out = generate_dreamtalk(denoiser, renderer, rows, image, style_clip=inputs.load_style_clip("style.mat"),
-                             pose=inputs.load_pose("pose.mat"))
-    video.write_mp4("out.mp4", out.frames, FPS, audio=wav, sample_rate=16000)
+    coefficients, _ = renderer_coefficients(denoiser, renderer, rows, style_clip=inputs.load_style_clip("style.mat"),
+                                            pose=inputs.load_pose("pose.mat"))
+    video.write_mp4("out.mp4", render.iter_frames(renderer, image, coefficients), FPS, audio=wav, sample_rate=16000)
 
 Style: a reference clip's expression (the original's way), or, without one, a style code sampled by a trained
 style predictor (models/dreamtalk_style_predictor.py; DreamTalk never released one) from the audio and the
@@ -105,29 +105,36 @@ def generate_motion(denoiser: DreamTalk, audio_rows: np.ndarray, *, style_clip: 
     return np.asarray(motion[0]), np.asarray(code[0])
 
 
-def generate_dreamtalk(denoiser: DreamTalk, renderer: PIRenderer, audio_rows: np.ndarray, image: np.ndarray, *,
-                       style_clip: np.ndarray | None = None, style_predictor=None,
-                       identity: np.ndarray | None = None, predictor_frames: int | None = None,
-                       pose: np.ndarray | None = None, steps: int = 10, guidance: float | None = 1.0,
-                       seed: int = 0, render_batch: int = 16) -> Generation:
-    """A talking-head clip: audio rows (N, F) + portrait (H, W, 3) uint8 + style -> `Generation` of
-    T = N // audio_stride frames at FPS.
-
-    pose: (P, 9) per frame (cut to T, or its last pose repeated, as the original); None: the original's
-    frontal "no_move" pose. Style arguments, steps, guidance and seed as `generate_motion`; render_batch:
-    frames per renderer call.
-    """
+def renderer_coefficients(denoiser: DreamTalk, renderer: PIRenderer, audio_rows: np.ndarray, *,
+                          style_clip: np.ndarray | None = None, style_predictor=None,
+                          identity: np.ndarray | None = None, predictor_frames: int | None = None,
+                          pose: np.ndarray | None = None, steps: int = 10, guidance: float | None = 1.0,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the renderer reads per frame, (T, M + 9) generated expression + pose, and the predicted style code
+    (S,) or None. Arguments as `generate_dreamtalk`."""
     width = renderer.mapping_net.first.in_features
     if width != denoiser.dims.motion_dim + inputs.POSE_DIM:
         raise ValueError(f"the renderer reads {width} coefficients per frame; the denoiser makes "
                          f"{denoiser.dims.motion_dim} + {inputs.POSE_DIM} pose = "
                          f"{denoiser.dims.motion_dim + inputs.POSE_DIM}: they do not belong together")
-    motion, code = generate_motion(denoiser, audio_rows, style_clip=style_clip, style_predictor=style_predictor,
-                                   identity=identity, predictor_frames=predictor_frames, steps=steps,
-                                   guidance=guidance, seed=seed)
     pose = inputs.FRONTAL_POSE[None] if pose is None else np.asarray(pose, np.float32)
     if pose.ndim != 2 or pose.shape[1] != inputs.POSE_DIM or not len(pose):
         raise ValueError(f"pose must be (frames, {inputs.POSE_DIM}), got {pose.shape}")
-    coefficients = np.concatenate([motion, inputs.fit_pose(pose, len(motion))], axis=1)
-    frames = render_frames(renderer, image, coefficients, render_batch)
-    return Generation(frames, coefficients, code)
+    motion, code = generate_motion(denoiser, audio_rows, style_clip=style_clip, style_predictor=style_predictor,
+                                   identity=identity, predictor_frames=predictor_frames, steps=steps,
+                                   guidance=guidance, seed=seed)
+    return np.concatenate([motion, inputs.fit_pose(pose, len(motion))], axis=1), code
+
+
+def generate_dreamtalk(denoiser: DreamTalk, renderer: PIRenderer, audio_rows: np.ndarray, image: np.ndarray, *,
+                       render_batch: int = 16, **style_and_sampling) -> Generation:
+    """A talking-head clip: audio rows (N, F) + portrait (H, W, 3) uint8 + style -> `Generation` of
+    T = N // audio_stride frames at FPS, all frames in memory (for long clips, stream
+    `render.iter_frames(renderer, image, coefficients)` into video.write_mp4 as `mirrortalk generate` does).
+
+    style_and_sampling: style_clip | style_predictor (+ identity, predictor_frames), steps, guidance, seed as
+    `generate_motion`; pose (P, 9) per frame (cut to T, or its last pose repeated, as the original), None for the
+    original's frontal "no_move" pose. render_batch: frames per renderer call.
+    """
+    coefficients, code = renderer_coefficients(denoiser, renderer, audio_rows, **style_and_sampling)
+    return Generation(render_frames(renderer, image, coefficients, render_batch), coefficients, code)

@@ -10,6 +10,7 @@ texture 144:224, angles 224:227, lighting 227:254, translation 254:257) and `tra
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,39 +79,38 @@ def _read_3dmm(path: Path, what: str, keys: tuple[str, ...]) -> dict[str, np.nda
     return out
 
 
+def _load_rows(path: str | os.PathLike, what: str, width: int, from_3dmm: Callable[[Path], np.ndarray],
+               meaning: str) -> np.ndarray:
+    """(frames, width) float32 rows from a 3DMM file (`from_3dmm` picks the columns) or a .npy, checked."""
+    path = _exists(path, what)
+    if path.suffix in THREE_DMM_SUFFIXES:
+        rows = from_3dmm(path)
+    elif path.suffix == ".npy":
+        rows = _read_npy(path, what)
+    else:
+        raise ValueError(f"{what} {path}: expected a .mat / .npz 3DMM file or a .npy (frames, {width}) array")
+    if rows.ndim != 2 or rows.shape[1] != width or not len(rows):
+        raise ValueError(f"{what} {path}: array of shape {rows.shape}; expected (frames, {width}): {meaning}")
+    return _finite(rows, path, what)
+
+
 def load_style_clip(path: str | os.PathLike, motion_dim: int = 64, what: str = "style clip") -> np.ndarray:
     """A reference clip's expression (R, motion_dim) float32: columns 80:144 of a 3DMM file's `coeff` (as the
     original's get_video_style_clip), or a .npy of shape (R, motion_dim)."""
-    path = _exists(path, what)
-    if path.suffix in THREE_DMM_SUFFIXES:
-        clip = _read_3dmm(path, what, (COEFF_KEY,))[COEFF_KEY][:, EXPRESSION]
-    elif path.suffix == ".npy":
-        clip = _read_npy(path, what)
-    else:
-        raise ValueError(f"{what} {path}: expected a .mat / .npz 3DMM file or a .npy (R, {motion_dim}) array")
-    if clip.ndim != 2 or clip.shape[1] != motion_dim or not len(clip):
-        raise ValueError(f"{what} {path}: expression of shape {clip.shape}; expected (frames, {motion_dim}) "
-                         "(the denoiser's motion width)")
-    return _finite(clip, path, what)
+    def expression(p: Path) -> np.ndarray:
+        return _read_3dmm(p, what, (COEFF_KEY,))[COEFF_KEY][:, EXPRESSION]
+    return _load_rows(path, what, motion_dim, expression, "expression coefficients (the denoiser's motion width)")
 
 
 def load_pose(path: str | os.PathLike, what: str = "pose") -> np.ndarray:
     """Head pose per frame (P, 9) float32: angles + translation + crop (s, tx, ty), from a 3DMM file (columns
     224:227 and 254:257 of `coeff`, the last 3 of `transform_params`, as the original's get_pose_params) or a
     .npy of shape (P, 9)."""
-    path = _exists(path, what)
-    if path.suffix in THREE_DMM_SUFFIXES:
-        data = _read_3dmm(path, what, (COEFF_KEY, TRANSFORM_KEY))
+    def pose(p: Path) -> np.ndarray:
+        data = _read_3dmm(p, what, (COEFF_KEY, TRANSFORM_KEY))
         coeff = data[COEFF_KEY]
-        pose = np.concatenate([coeff[:, ANGLES], coeff[:, TRANSLATION], data[TRANSFORM_KEY][:, -3:]], axis=1)
-    elif path.suffix == ".npy":
-        pose = _read_npy(path, what)
-    else:
-        raise ValueError(f"{what} {path}: expected a .mat / .npz 3DMM file or a .npy (frames, {POSE_DIM}) array")
-    if pose.ndim != 2 or pose.shape[1] != POSE_DIM or not len(pose):
-        raise ValueError(f"{what} {path}: pose of shape {pose.shape}; expected (frames, {POSE_DIM}): 3 angles, "
-                         "3 translations, 3 crop values (s, tx, ty)")
-    return _finite(pose, path, what)
+        return np.concatenate([coeff[:, ANGLES], coeff[:, TRANSLATION], data[TRANSFORM_KEY][:, -3:]], axis=1)
+    return _load_rows(path, what, POSE_DIM, pose, "3 angles, 3 translations, 3 crop values (s, tx, ty)")
 
 
 def has_pose(path: str | os.PathLike) -> bool:

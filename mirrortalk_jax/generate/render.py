@@ -10,6 +10,7 @@ batch of frames at a time.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -35,13 +36,14 @@ def _compiled(graphdef: nnx.GraphDef):
     return render
 
 
-def render_frames(renderer: pirenderer.PIRenderer, image: np.ndarray, coefficients: np.ndarray,
-                  batch_size: int = 16) -> np.ndarray:
-    """Renders one frame per row of coefficients.
+def iter_frames(renderer: pirenderer.PIRenderer, image: np.ndarray, coefficients: np.ndarray,
+                batch_size: int = 16) -> Iterator[np.ndarray]:
+    """Renders one frame per row of coefficients, yielding (<= batch_size, H, W, 3) uint8 batches in order, so
+    a caller can encode a long clip as it is rendered (host memory: one batch).
 
     renderer: a `pirenderer` model. image: (H, W, 3) uint8 RGB portrait (H, W multiples of the renderer's
     `multiple`). coefficients: (T, coeff_nc) per frame (DreamTalk: 64 expression + 3 angles + 3 translation +
-    3 crop). batch_size: frames per renderer call. Returns (T, H, W, 3) uint8.
+    3 crop). batch_size: frames per renderer call. Inputs are checked before the first batch is rendered.
     """
     image, coefficients = np.asarray(image), np.asarray(coefficients, np.float32)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -53,14 +55,20 @@ def render_frames(renderer: pirenderer.PIRenderer, image: np.ndarray, coefficien
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     graphdef, state = nnx.split(renderer)
-    render = _compiled(graphdef)
-    source = jnp.asarray(image_to_model(image))[None]
+    return _batches(_compiled(graphdef), state, jnp.asarray(image_to_model(image))[None], coefficients, batch_size)
+
+
+def _batches(render, state, source: jax.Array, coefficients: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     num_frames = len(coefficients)
-    frames = np.empty((num_frames, *image.shape), np.uint8)
     for start in range(0, num_frames, batch_size):
         stop = min(start + batch_size, num_frames)
         windows = pirenderer.motion_windows(coefficients, start=start, stop=stop)
         if stop - start < batch_size:  # the last batch: repeat its last window, drop those frames
             windows = jnp.concatenate([windows, jnp.repeat(windows[-1:], batch_size - (stop - start), axis=0)])
-        frames[start:stop] = np.asarray(render(state, source, windows))[:stop - start]
-    return frames
+        yield np.asarray(render(state, source, windows))[:stop - start]
+
+
+def render_frames(renderer: pirenderer.PIRenderer, image: np.ndarray, coefficients: np.ndarray,
+                  batch_size: int = 16) -> np.ndarray:
+    """All frames of `iter_frames` as one (T, H, W, 3) uint8 array."""
+    return np.concatenate(list(iter_frames(renderer, image, coefficients, batch_size)))
