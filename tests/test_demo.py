@@ -1,6 +1,7 @@
 """The demo job end to end on a shrunk budget, the `evaluate` command on its runs, and the suite's baselines."""
 
 import io
+import json
 import math
 
 import numpy as np
@@ -11,7 +12,8 @@ from mirrortalk_jax import cli, demo
 from mirrortalk_jax.data import video
 from mirrortalk_jax.evaluate import results_table, suite
 
-STAGES = ("motion_expert", "style_encoder", "mirrortalk", "regression", "style_judge", "dreamtalk", "mimictalk_a2m")
+STAGES = ("motion_expert", "style_encoder", "mirrortalk", "regression", "style_judge", "dreamtalk_lip_expert", "dreamtalk",
+          "mimictalk_a2m")
 STEPS = tuple((stage, 6) for stage in STAGES)
 
 
@@ -52,6 +54,17 @@ def test_demo_writes_table_previews_and_curves(demo_run):
     png = Image.open(io.BytesIO(paths["curves"].read_bytes()))
     assert png.format == "PNG" and png.size[0] > 400
     assert "wrote:" in log[-1] and str(paths["results_md"]) in log[-1]
+
+
+def test_dreamtalk_stage_trains_with_its_lip_expert(demo_run):
+    settings, _, _ = demo_run
+    runs = demo.Path(settings.workdir) / "runs"
+    logged = [json.loads(line) for line in (runs / "dreamtalk" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logged if "train/sync" in r]
+    assert train and all(np.isfinite(r["train/sync"]) and r["train/sync"] > 0 for r in train)
+    for r in train:  # the total is the denoising loss plus the weighted sync term
+        assert r["train/loss"] == pytest.approx(r["train/denoise"] + demo.DREAMTALK_SYNC_WEIGHT * r["train/sync"],
+                                                rel=1e-4)
 
 
 def test_demo_rerun_resumes_instead_of_retraining(demo_run):
