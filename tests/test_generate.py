@@ -43,8 +43,8 @@ def ckpt(tmp_path_factory):
     convert_dt.convert_checkpoint(FIXTURES / "dreamtalk_denoiser" / "weights.safetensors", out / "denoiser",
                                   _denoiser_config())
     conf = json.loads((FIXTURES / "dreamtalk_renderer" / "config.json").read_text())["renderer_conf"]
-    convert_pir.convert_checkpoint(FIXTURES / "dreamtalk_renderer" / "weights.safetensors", out / "renderer",
-                                   pirenderer.model_config(conf, image_size=(SIZE, SIZE)))
+    convert_pir.convert_renderer(FIXTURES / "dreamtalk_renderer" / "weights.safetensors", out / "renderer",
+                                 pirenderer.model_config(conf, image_size=(SIZE, SIZE)))
     return out
 
 

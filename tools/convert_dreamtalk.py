@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere: configs/ lives next to the package
 
 from mirrortalk_jax import base_config
-from mirrortalk_jax.convert import dreamtalk
+from mirrortalk_jax.convert import dreamtalk, pirenderer
 from mirrortalk_jax.convert.sources import ConversionError
 
 
@@ -35,20 +35,6 @@ def model_config(spec: str):
     if spec.endswith(".json"):
         return dreamtalk.model_config_from_original(json.loads(Path(spec).read_text()))
     return base_config.load_config_file(spec).model
-
-
-def convert_renderer(path: str, out: Path) -> Path:
-    try:
-        from mirrortalk_jax.convert import pirenderer
-    except ModuleNotFoundError as e:
-        if e.name != "mirrortalk_jax.convert.pirenderer":
-            raise
-        raise ConversionError("renderer conversion needs mirrortalk_jax.convert.pirenderer, which this install "
-                              "lacks; convert the denoiser alone (omit --renderer)") from e
-    if not hasattr(pirenderer, "convert_checkpoint"):
-        raise ConversionError("mirrortalk_jax.convert.pirenderer has no convert_checkpoint(path, out_dir); "
-                              "update it or omit --renderer")
-    return pirenderer.convert_checkpoint(path, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path} (DreamTalk denoiser, d_model {config.d_model}, "
                   f"{config.decoder.num_layers} decoder layers per stack)")
         if args.renderer:
-            print(f"wrote {convert_renderer(args.renderer, out / 'renderer')} (PIRenderer)")
+            print(f"wrote {pirenderer.convert_renderer(args.renderer, out / 'renderer')} (PIRenderer)")
     except (ConversionError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"convert_dreamtalk: {e}", file=sys.stderr)
         return 2

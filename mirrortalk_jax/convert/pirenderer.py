@@ -125,8 +125,6 @@ def convert_renderer(path: str | os.PathLike, out_dir: str | os.PathLike,
                           extra={"source_sha256": _sha256(path) if path.is_file() else None})
 
 
-convert_checkpoint = convert_renderer  # the name tools/convert_dreamtalk.py --renderer calls
-
 
 # ----- Reference fixtures (tools/check_fixture.py) -----
 

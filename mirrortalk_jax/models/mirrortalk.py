@@ -26,14 +26,8 @@ from mirrortalk_jax.sample import diffusion as samplers
 
 
 def _run_model(run_dir: str, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
-    """A fresh model with the architecture of a trained run (the trainer loads its weights at a fresh start)."""
     from mirrortalk_jax.train import pretrained  # the train package imports the model registry
-
-    run_config, run_spec = pretrained.load_config(run_dir)
-    if run_spec.dim != spec.dim or run_spec.name != spec.name:
-        raise ValueError(f"run {run_dir} was trained on motion space {run_spec.name!r} ({run_spec.dim} channels), "
-                         f"this model uses {spec.name!r} ({spec.dim})")
-    return create_model(run_config.model, run_spec, rngs)
+    return pretrained.run_model(run_dir, spec, rngs)
 
 
 def temporal_smoothness(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:

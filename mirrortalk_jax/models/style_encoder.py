@@ -24,7 +24,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models import layers
-from mirrortalk_jax.models.registry import create_model, register
+from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.objectives import disentangle
 
 class EncoderLayer(nnx.Module):
@@ -288,10 +288,9 @@ def content_encoder_from_run(run_dir: str, rngs: nnx.Rngs) -> nnx.Module:
     The trainer loads the trained weights at a fresh start (see `StyleEncoderModel.pretrained_subtrees`).
     """
     from mirrortalk_jax.train import pretrained  # the train package imports the model registry
-    run_config, run_spec = pretrained.load_config(run_dir)
-    model = create_model(run_config.model, run_spec, rngs)
+    model = pretrained.run_model(run_dir, None, rngs)
     if not hasattr(model, "content_embedding"):
-        raise TypeError(f"run {run_dir} trained a {run_config.model.name!r} model, which has no "
+        raise TypeError(f"run {run_dir} trained a {type(model).__name__} model, which has no "
                         "content_embedding(audio_features, mask); point content_encoder_workdir at a motion expert")
     return model
 
