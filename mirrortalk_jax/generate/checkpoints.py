@@ -17,14 +17,10 @@ def model_config(path: str | os.PathLike, name: str, what: str
     """The model config and motion space stored at `path`, read without any weights (so inputs can be checked
     against it first), refused unless the registry model is `name`. `what` names the input in messages."""
     directory = Path(path)
-    if converted.is_converted(directory):
-        config, spec = converted.model_config(directory), converted.motion_spec(directory)
-    elif (directory / "checkpoints").is_dir():
-        run_config, spec = pretrained.load_config(directory)
-        config = run_config.model
-    else:
+    if not (converted.is_converted(directory) or (directory / "checkpoints").is_dir()):
         raise FileNotFoundError(f"{what} {path}: neither a converted checkpoint (a folder with model.json, as "
                                 "tools/convert_*.py write) nor a training run (a workdir with checkpoints/)")
+    config, spec = pretrained.stored_model_config(directory)
     if config.get("name") != name:
         raise ValueError(f"{what} {path} holds a {config.get('name')!r} model; expected a {name!r} checkpoint")
     return config, spec

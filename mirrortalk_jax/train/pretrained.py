@@ -53,6 +53,16 @@ def load_config(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, 
     return ml_collections.ConfigDict(meta["config"]), MotionSpec.from_json(meta["motion_spec"])
 
 
+def stored_model_config(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, MotionSpec | None]:
+    """The model config and motion space of a trained run or a converted checkpoint (tools/convert_*.py; its
+    motion space may be None), read without any arrays."""
+    from mirrortalk_jax.convert import converted  # noqa: PLC0415 - converters are rarely needed
+    if converted.is_converted(run_dir):
+        return converted.model_config(run_dir), converted.motion_spec(run_dir)
+    config, spec = load_config(run_dir)
+    return config.model, spec
+
+
 def run_model(run_dir: str | os.PathLike, spec: MotionSpec | None, rngs: nnx.Rngs, *,
               check_name: bool = True) -> nnx.Module:
     """A freshly initialised model with the architecture of a trained run or converted checkpoint.
@@ -62,12 +72,8 @@ def run_model(run_dir: str | os.PathLike, spec: MotionSpec | None, rngs: nnx.Rng
     The run must work on `spec`'s channels (None: any), and with `check_name` on the same motion space by
     name too; a converted checkpoint that records no motion space is built on `spec`.
     """
-    from mirrortalk_jax.convert import converted  # noqa: PLC0415 - converters are rarely needed
-    if converted.is_converted(run_dir):
-        run_config, run_spec = converted.model_config(run_dir), converted.motion_spec(run_dir) or spec
-    else:
-        config, run_spec = load_config(run_dir)
-        run_config = config.model
+    run_config, run_spec = stored_model_config(run_dir)
+    run_spec = run_spec or spec
     if spec is not None and (run_spec.dim != spec.dim or (check_name and run_spec.name != spec.name)):
         raise ValueError(f"{run_dir} was trained on motion space {run_spec.name!r} ({run_spec.dim} channels); "
                          f"this model uses {spec.name!r} ({spec.dim})")
