@@ -1,5 +1,9 @@
 """The converter core: declarative rules, complete validation, readers, and converted checkpoints on disk."""
 
+import json
+import os
+import re
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -115,6 +119,34 @@ def test_readers(tmp_path):
         sources.read_tensors(tmp_path / "missing.pth")
     with pytest.raises(sources.ConversionError, match="lack the prefix 'diff_net.'"):
         sources.strip_prefix(t, "diff_net.")
+
+
+@pytest.mark.parametrize("shard, problem", [
+    ("../outside.safetensors", "not a plain file name"),
+    ("/etc/hostname", "not a plain file name"),
+    ("link.safetensors", "is a symbolic link, expected a regular file"),
+    ("gone.safetensors", "no such file"),
+])
+def test_sharded_index_names_stay_inside_the_folder(tmp_path, shard, problem):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    t = _torch_like()
+    save_file(t, tmp_path / "outside.safetensors")
+    os.symlink(tmp_path / "outside.safetensors", folder / "link.safetensors")
+    index = {"weight_map": {k: shard for k in t}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(sources.ConversionError, match=f"model.safetensors.index.json: shard .*{re.escape(problem)}"):
+        sources.read_tensors(folder)
+    # Plain shard names of real files in the folder are read.
+    save_file(dict(list(t.items())[:1]), folder / "a.safetensors")
+    save_file(dict(list(t.items())[1:]), folder / "b.safetensors")
+    names = list(t)
+    index = {"weight_map": {k: "a.safetensors" if k == names[0] else "b.safetensors" for k in names}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert sorted(sources.read_tensors(folder)) == sorted(t)
+    (folder / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(sources.ConversionError, match='no non-empty "weight_map"'):
+        sources.read_tensors(folder)
 
 
 def test_torch_file_without_torch_names_the_extra(tmp_path):

@@ -1,7 +1,10 @@
 """Renderer artifacts: a converted fixture renderer exported with jax.export, then run by runtime.py alone in a fresh
-process that never imports mirrortalk_jax, at two batch sizes, against the in-process model."""
+process that never imports mirrortalk_jax, at two batch sizes, against the in-process model; loaders refuse
+manifests that name files outside the artifact, devices, or damaged files, with an ArtifactError."""
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,22 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mirrortalk_jax import cli
+from mirrortalk_jax import cli, safe_paths
 from mirrortalk_jax.convert import pirenderer as convert_pir
 from mirrortalk_jax.convert import run
 from mirrortalk_jax.export import renderers, runtime
 from mirrortalk_jax.models import pirenderer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dreamtalk_renderer"
-RUNTIME_FILE = Path(runtime.__file__)
+RUNTIME_FILES = (Path(runtime.__file__), Path(safe_paths.__file__))  # what a user copies next to their code
 
-# Loads runtime.py by file path, so not even the mirrortalk_jax package __init__ runs.
+# Imports a copy of runtime.py from the folder it was copied to, as a user serving a model does, so not even the
+# mirrortalk_jax package __init__ runs.
 STANDALONE = textwrap.dedent("""
-    import importlib.util, sys
+    import sys
     import numpy as np
-    spec = importlib.util.spec_from_file_location("standalone_runtime", sys.argv[1])
-    runtime = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runtime)
+    sys.path.insert(0, sys.argv[1])
+    import runtime
     renderer = runtime.load(sys.argv[2])
     inputs = np.load(sys.argv[3])
     out = {}
@@ -65,7 +68,10 @@ def test_artifact_runs_standalone_at_two_batch_sizes(artifact, checkpoint, tmp_p
     image, motion = _inputs()
     np.savez(tmp_path / "inputs.npz", image=image, motion=motion)
     (tmp_path / "run.py").write_text(STANDALONE)
-    subprocess.run([sys.executable, str(tmp_path / "run.py"), str(RUNTIME_FILE), str(artifact),
+    (tmp_path / "served").mkdir()
+    for file in RUNTIME_FILES:
+        shutil.copy(file, tmp_path / "served")
+    subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "served"), str(artifact),
                     str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")], check=True, cwd=tmp_path, timeout=600)
     model, _, _ = run.load_converted(checkpoint)
     with np.load(tmp_path / "out.npz") as out:
@@ -113,6 +119,65 @@ def test_runtime_refuses_bad_inputs_and_damaged_artifacts(artifact, tmp_path):
     (damaged / "manifest.json").write_text(json.dumps({**manifest, "format": "mirrortalk_jax.export/999"}))
     with pytest.raises(runtime.ArtifactError, match="export/999"):
         runtime.load(damaged)
+
+
+def _edited(artifact, tmp_path, name, edit):
+    """A copy of the artifact whose manifest was changed by `edit(manifest)` (in place)."""
+    copy = tmp_path / name
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../weights.npz", "not a plain file name"),
+    ("/etc/hostname", "not a plain file name"),
+    ("/dev/zero", "not a plain file name"),
+    ("zero", "zero is a symbolic link, expected a regular file"),
+    ("linked.npz", "linked.npz is a symbolic link, expected a regular file"),
+    ("missing.npz", "missing.npz: no such file"),
+])
+def test_manifest_file_names_stay_inside_the_artifact(artifact, tmp_path, name, problem):
+    """Refused before anything is opened: a device would hang the loader, a link could point anywhere."""
+    def edit(manifest):
+        manifest["weights"]["file"] = name
+    copy = _edited(artifact, tmp_path, "edited", edit)
+    os.symlink("/dev/zero", copy / "zero")
+    os.symlink(copy / "weights.npz", copy / "linked.npz")
+    with pytest.raises(runtime.ArtifactError, match=re.escape(problem)):
+        runtime.load(copy)
+
+
+def test_incomplete_or_damaged_manifests_are_artifact_errors(artifact, tmp_path):
+    def drop_outputs(manifest):
+        del manifest["outputs"]
+    with pytest.raises(runtime.ArtifactError, match="missing key 'outputs'"):
+        runtime.load(_edited(artifact, tmp_path, "no_outputs", drop_outputs))
+
+    def bad_shape(manifest):
+        manifest["inputs"][0]["shape"] = "64x64"
+    with pytest.raises(runtime.ArtifactError, match=r"'inputs\.0\.shape' is '64x64', expected a list"):
+        runtime.load(_edited(artifact, tmp_path, "bad_shape", bad_shape))
+
+    def other_size(manifest):
+        manifest["computation"]["size"] += 1
+    with pytest.raises(runtime.ArtifactError, match="computation.jaxexport: .* bytes, the manifest records"):
+        runtime.load(_edited(artifact, tmp_path, "other_size", other_size))
+
+    not_json = tmp_path / "not_json"
+    shutil.copytree(artifact, not_json)
+    (not_json / "manifest.json").write_text('{"format": "mirrortalk_jax.export/1", "weights": ')
+    with pytest.raises(runtime.ArtifactError, match="manifest.json: not valid JSON"):
+        runtime.load(not_json)
+    # Without verification a truncated weights file is still refused, by its recorded size, before reading.
+    cut = tmp_path / "cut"
+    shutil.copytree(artifact, cut)
+    data = (cut / "weights.npz").read_bytes()
+    (cut / "weights.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(runtime.ArtifactError, match="weights.npz: .* bytes, the manifest records"):
+        runtime.load(cut, verify=False)
 
 
 def test_cli_export_and_refusals(checkpoint, tmp_path, capsys):

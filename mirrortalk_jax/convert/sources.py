@@ -1,6 +1,9 @@
 """Reading foreign checkpoints as flat {key: numpy array} dicts, without torch where possible.
 
-- `*.safetensors` (and Hugging Face folders holding them, sharded or not): read with `safetensors.numpy`.
+- `*.safetensors` (and Hugging Face folders holding them, sharded or not): read with `safetensors.numpy`. The shard
+  names of a `model.safetensors.index.json` must be plain names of regular files in its folder (not `../x`, not
+  absolute, not symbolic links: a Hugging Face cache snapshot, whose files link into `../../blobs`, is read from
+  a copy with real files instead, e.g. one downloaded with `--local-dir`).
 - PyTorch files (`.pt`, `.pth`, `.bin`, `.ckpt`, `.tar`): only with `torch.load(weights_only=True)`, which refuses
   pickled code; torch is the optional `[torch]` extra and its absence gives an install hint, not a traceback.
 """
@@ -13,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from mirrortalk_jax.safe_paths import UnsafePathError, plain_file_in
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
@@ -30,14 +35,38 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: not a readable safetensors file ({e})") from e
 
 
+INDEX_EXPECTED = 'a JSON object {"weight_map": {tensor name: shard file name in the same folder}}'
+
+
+def _index_shards(index: Path) -> list[Path]:
+    """The shard files model.safetensors.index.json lists: plain names of regular files next to it, since the
+    index is data that comes with the download and must not lead the reader out of the folder."""
+    try:
+        tree = json.loads(index.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{index}: not valid JSON ({e}); expected {INDEX_EXPECTED}") from e
+    weight_map = tree.get("weight_map") if isinstance(tree, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ConversionError(f"{index}: no non-empty \"weight_map\" object; expected {INDEX_EXPECTED}")
+    for key, name in weight_map.items():
+        if not isinstance(name, str):
+            raise ConversionError(f"{index}: weight_map[{key!r}] is {name!r}; expected {INDEX_EXPECTED}")
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        try:
+            shards.append(plain_file_in(index.parent, name))
+        except UnsafePathError as e:
+            raise ConversionError(f"{index}: shard {name!r}: {e}") from e
+    return shards
+
+
 def _read_folder(path: Path) -> dict[str, np.ndarray]:
     """A Hugging Face model folder: model.safetensors, or shards listed in model.safetensors.index.json."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         tensors: dict[str, np.ndarray] = {}
-        for shard in shards:
-            tensors.update(_read_safetensors(path / shard))
+        for shard in _index_shards(index):
+            tensors.update(_read_safetensors(shard))
         return tensors
     files = sorted(path.glob("*.safetensors"))
     if len(files) != 1:

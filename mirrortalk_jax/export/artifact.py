@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mirrortalk_jax import safe_paths
 from mirrortalk_jax.export import runtime
 from mirrortalk_jax.export.runtime import BATCH, FORMAT
 
@@ -104,13 +105,12 @@ def export_model(model: nnx.Module, spec: ExportSpec, out_dir: str | os.PathLike
         "inputs": [t.to_json() for t in spec.inputs],
         "outputs": [t.to_json() for t in spec.outputs],
         "conventions": dict(spec.conventions),
-        "computation": {"file": COMPUTATION_FILE, "sha256": runtime.file_sha256(out_dir / COMPUTATION_FILE),
-                        "platforms": list(exported.platforms),
+        "computation": {**_file_entry(out_dir, COMPUTATION_FILE), "platforms": list(exported.platforms),
                         "calling_convention_version": exported.calling_convention_version,
                         "arguments": ["weights (flat dict, weights.npz)"] + [t.name for t in spec.inputs],
                         "symbolic_dims": {BATCH: "any size >= 1, chosen per call"}},
-        "weights": {"file": WEIGHTS_FILE, "sha256": runtime.file_sha256(out_dir / WEIGHTS_FILE),
-                    "count": len(weights), "num_params": int(sum(w.size for w in weights.values()))},
+        "weights": {**_file_entry(out_dir, WEIGHTS_FILE), "count": len(weights),
+                    "num_params": int(sum(w.size for w in weights.values()))},
         "model_config": dict(model_config) if model_config is not None else None,
         "source": dict(source or {}),
         "created_with": {"mirrortalk_jax": _version("mirrortalk_jax"), "jax": jax.__version__,
@@ -119,6 +119,14 @@ def export_model(model: nnx.Module, spec: ExportSpec, out_dir: str | os.PathLike
     # Written last: a folder with manifest.json is a complete artifact.
     (out_dir / runtime.MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
     return out_dir
+
+
+def _file_entry(out_dir: Path, name: str) -> dict[str, Any]:
+    """A written file's manifest entry. The name passes the same check runtime.py makes when loading (a plain
+    name of a regular file in the folder), so every artifact written here is one the runtime accepts; the size
+    lets the runtime refuse a truncated or swapped file before reading it."""
+    path = safe_paths.plain_file_in(out_dir, name)
+    return {"file": name, "size": path.stat().st_size, "sha256": runtime.file_sha256(path)}
 
 
 def _version(package: str) -> str | None:

@@ -1,7 +1,8 @@
 """Runs an exported mirrortalk_jax artifact with nothing but jax and numpy.
 
-This file imports nothing from mirrortalk_jax: copy it next to your code to serve an exported model without the
-framework (or torch), on any platform the artifact was exported for (by default cpu, cuda and tpu).
+This file imports nothing from mirrortalk_jax but its stdlib-only helper safe_paths.py: copy both next to your code
+to serve an exported model without the framework (or torch), on any platform the artifact was exported for (by
+default cpu, cuda and tpu).
 
     from runtime import load                        # or: from mirrortalk_jax.export.runtime import load
     renderer = load("exports/pirenderer")
@@ -11,7 +12,7 @@ framework (or torch), on any platform the artifact was exported for (by default 
 An artifact is a folder:
     manifest.json          format version, inputs/outputs (name, shape with "batch" for the symbolic batch size,
                            dtype, meaning), conventions (layout, value ranges), sha256 of each file and of the
-                           checkpoint it came from
+                           checkpoint it came from, the size of each file in bytes
     computation.jaxexport  the jax.export serialization (StableHLO) of the model's apply function; its first
                            argument is the flat weight dict, the model inputs follow in manifest order
     weights.npz            the weights, keyed by parameter path; passed as an argument, not baked in, so one
@@ -20,9 +21,11 @@ An artifact is a folder:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+try:  # inside mirrortalk_jax: the package's one check of file names read from files
+    from ..safe_paths import UnsafePathError, plain_file_in
+except ImportError:  # copied out of the package (no parent package): safe_paths.py must sit next to this file
+    try:
+        from safe_paths import UnsafePathError, plain_file_in
+    except ImportError as e:
+        raise ImportError("runtime.py needs safe_paths.py (from the mirrortalk_jax package) next to it") from e
+
 FORMAT = "mirrortalk_jax.export/1"
 BATCH = "batch"  # the symbolic batch dimension's name in manifest shapes
 MANIFEST = "manifest.json"
+# Generous caps, so a damaged or hostile artifact cannot make the loader read without bound; raise them for
+# larger models. Artifacts whose manifest records no file sizes (written before sizes were) get only the caps.
+MAX_FILE_BYTES = 16 << 30  # one computation or weights file (and the weights' unpacked tensors together)
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 class ArtifactError(ValueError):
@@ -52,23 +67,22 @@ class ExportedModel:
 
     def __init__(self, directory: str | os.PathLike, *, verify: bool = True):
         self.directory = Path(directory)
-        path = self.directory / MANIFEST
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing: {self.directory} is not an exported artifact")
-        self.manifest: dict[str, Any] = json.loads(path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise ArtifactError(f"{path}: format {self.manifest.get('format')!r}; this runtime reads {FORMAT!r}")
-        computation, weights = self.manifest["computation"], self.manifest["weights"]
+        self.manifest: dict[str, Any] = _read_manifest(self.directory)
+        where = self.directory / MANIFEST
+        computation = _artifact_file(self.directory, self.manifest, "computation")
+        weights = _artifact_file(self.directory, self.manifest, "weights")
+        _field(self.manifest, "computation.platforms", list, where)
+        count = _field(self.manifest, "weights.count", int, where)
+        for part in ("inputs", "outputs"):
+            _tensor_specs(self.manifest, part, where)
+        serialized = _read_exactly(computation)
         if verify:
-            for entry in (computation, weights):
-                if file_sha256(self.directory / entry["file"]) != entry["sha256"]:
-                    raise ArtifactError(f"{self.directory / entry['file']}: sha256 differs from the manifest's "
-                                        "(corrupted or replaced file)")
-        self.exported = jax.export.deserialize(bytearray((self.directory / computation["file"]).read_bytes()))
-        with np.load(self.directory / weights["file"]) as npz:
-            self.weights = {name: jnp.asarray(npz[name]) for name in npz.files}
-        if len(self.weights) != weights["count"]:
-            raise ArtifactError(f"{weights['file']}: {len(self.weights)} tensors, the manifest lists {weights['count']}")
+            computation.verify(hashlib.sha256(serialized).hexdigest())
+            weights.verify(file_sha256(weights.path))
+        self.exported = jax.export.deserialize(bytearray(serialized))
+        self.weights = _load_weights(weights.path)
+        if len(self.weights) != count:
+            raise ArtifactError(f"{weights.path.name}: {len(self.weights)} tensors, the manifest lists {count}")
         self._call = jax.jit(self.exported.call)
 
     @property
@@ -117,6 +131,107 @@ class ExportedModel:
             raise ArtifactError(f"this artifact was exported for {platforms}, not {platform}")
         outputs = self._call(self.weights, *self._check([given[n] for n in names]))
         return {k: np.asarray(v) if as_numpy else v for k, v in outputs.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _File:
+    """One file the manifest names, already checked to be a regular file inside the artifact of a sane size."""
+
+    path: Path
+    size: int
+    sha256: str
+
+    def verify(self, digest: str) -> None:
+        if digest != self.sha256:
+            raise ArtifactError(f"{self.path}: sha256 differs from the manifest's (corrupted or replaced file)")
+
+
+def _field(manifest: dict[str, Any], key: str, kind: type, where: Path) -> Any:
+    """manifest["a"][0]["b"] for key "a.0.b", of type `kind` (bool is no int here); ArtifactError naming the key."""
+    value: Any = manifest
+    for part in key.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise ArtifactError(f"{where}: missing key {key!r} (incomplete or hand-edited manifest)")
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ArtifactError(f"{where}: {key!r} is {value!r}, expected a {kind.__name__}")
+    return value
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not os.path.lexists(path):
+        raise ArtifactError(f"{path} is missing: {directory} is not an exported artifact")
+    try:
+        plain_file_in(directory, MANIFEST)
+    except UnsafePathError as e:
+        raise ArtifactError(str(e)) from e
+    with open(path, "rb") as f:
+        text = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path}: more than MAX_MANIFEST_BYTES ({MAX_MANIFEST_BYTES}), not a manifest")
+    try:
+        manifest = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: format {manifest.get('format')!r}; this runtime reads {FORMAT!r}")
+    return manifest
+
+
+def _artifact_file(directory: Path, manifest: dict[str, Any], part: str) -> _File:
+    """The file of manifest[part]: a plain name of a regular file in `directory`, of the recorded size (if the
+    manifest records one) and at most MAX_FILE_BYTES, all checked before it is opened."""
+    where = directory / MANIFEST
+    name = _field(manifest, f"{part}.file", str, where)
+    sha256 = _field(manifest, f"{part}.sha256", str, where)
+    try:
+        path = plain_file_in(directory, name)
+    except UnsafePathError as e:
+        raise ArtifactError(f"{where}: {part}.file: {e}") from e
+    size = os.lstat(path).st_size
+    recorded = _field(manifest, f"{part}.size", int, where) if "size" in manifest[part] else size
+    if recorded != size:
+        raise ArtifactError(f"{path}: {size} bytes, the manifest records {recorded} "
+                            "(truncated, replaced or corrupted file)")
+    if size > MAX_FILE_BYTES:
+        raise ArtifactError(f"{path}: {size} bytes, more than MAX_FILE_BYTES ({MAX_FILE_BYTES})")
+    return _File(path, size, sha256)
+
+
+def _tensor_specs(manifest: dict[str, Any], part: str, where: Path) -> None:
+    """manifest[part] lists {name, shape, dtype} objects, so calls never meet a KeyError."""
+    for i in range(len(_field(manifest, part, list, where))):
+        for key, kind in (("name", str), ("shape", list), ("dtype", str)):
+            _field(manifest, f"{part}.{i}.{key}", kind, where)
+
+
+def _read_exactly(file: _File) -> bytes:
+    """The file's bytes, no more than its checked size (it may have grown since it was checked)."""
+    with open(file.path, "rb") as f:
+        data = f.read(file.size + 1)
+    if len(data) != file.size:
+        raise ArtifactError(f"{file.path}: changed size while being read ({len(data)} bytes, expected {file.size})")
+    return data
+
+
+def _load_weights(path: Path) -> dict[str, jax.Array]:
+    # An .npz is a zip: its members' unpacked sizes may exceed the file's own (compression), so they are capped
+    # too before numpy unpacks them.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile as e:
+        raise ArtifactError(f"{path}: not an .npz (zip) file ({e})") from e
+    if unpacked > MAX_FILE_BYTES:
+        raise ArtifactError(f"{path}: tensors of {unpacked} bytes, more than MAX_FILE_BYTES ({MAX_FILE_BYTES})")
+    with np.load(path) as npz:
+        return {name: jnp.asarray(npz[name]) for name in npz.files}
 
 
 def load(directory: str | os.PathLike, *, verify: bool = True) -> ExportedModel:
