@@ -41,6 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.eval_batches = 4
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
+    # Resume from the newest earlier checkpoint that verifies when the latest is corrupt (docs/training.md).
+    config.train.fallback_to_previous_checkpoint = False
     config.train.max_nonfinite_streak = 10
     # On meshes with fsdp/tensor > 1, refuse parameters bigger than this (MiB) that no rule shards; 0: no check.
     config.train.max_replicated_param_mb = 2.0

@@ -70,6 +70,7 @@ def test_iterator_and_state_resume_across_process_counts_and_meshes(micro_datase
         f.unlink()
     for i, it in enumerate(halves):
         (iter_dir / f"process_{i}-of-2.json").write_text(json.dumps(it.get_state()))
+    checkpointing.write_checksums(tmp_path / "ckpt" / "3", 3)  # re-seal the hand-edited step
     assert sorted(ckpt.saved_iterator_states(3)) == [(0, 2), (1, 2)]
 
     resumed = _stream(source)

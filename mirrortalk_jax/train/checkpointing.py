@@ -8,14 +8,24 @@ The data iterator's state is one `data_iter/process_<i>-of-<n>.json` per process
 number of processes cannot read "its" file, so its position is derived from the saved ones: the input pipeline
 (data/pipeline.py) gives every process the same global stream and process i of n its stride `[i::n]`, so n
 saved positions describe one global position, which any other process count can resume from.
+
+Integrity: Orbax stores arrays without a checksum of their data (0.12 only checksums the zarr3 shard index), so
+flipped bits or overwritten bytes in a data file restore silently and surface steps later as a non-finite
+loss. Once a step is committed, process 0 records the size and sha256 of every file of its directory in
+`<step>/checksums.json`; a restore first verifies them and raises `CorruptCheckpointError` naming the step
+and the file. `restore_latest(..., fallback_to_previous=True)` instead moves a corrupt step aside (to
+`<checkpoints>-corrupt/`) and resumes from the newest earlier step that verifies.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import grain
@@ -23,8 +33,22 @@ import jax
 import optax
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 _ITER_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+CHECKSUM_FILE = "checksums.json"
+# JSON files Orbax parses on restore; checked before it reads them, so an empty or truncated one is named as
+# such instead of surfacing as a model/config mismatch (checkpoints without checksums rely on this alone).
+_JSON_FILES = ("_CHECKPOINT_METADATA", "state/_METADATA", "state/_sharding", "config/metadata")
+FALLBACK_FLAG = "config.train.fallback_to_previous_checkpoint"
+
+
+class CorruptCheckpointError(ValueError):
+    """A damaged checkpoint step (as opposed to one written by a different model): names the step and file."""
+
+    def __init__(self, step: int, path: str | os.PathLike, problem: str):
+        self.step, self.path, self.problem = step, os.fspath(path), problem
+        super().__init__(f"checkpoint step {step} is corrupt: {self.path} {problem}")
 
 
 class Checkpointer:
@@ -40,23 +64,67 @@ class Checkpointer:
             item_names=("state", "data_iter", "config"),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                  enable_async_checkpointing=async_save, create=True))
+        self._unsealed: int | None = None  # the step saved last, until its checksums are written
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def step_dir(self, step: int) -> Path:
+        return Path(self.directory) / str(step)
+
     def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None, meta: dict, *,
              force: bool = False) -> bool:
         """Saves if `step` is on the interval (or `force`) and not saved yet; returns whether a save started."""
+        self._seal(wait=False)  # called every step: seals the previous save soon after Orbax commits it
         if (step % self.every and not force) or step == self.manager.latest_step():
             return False
+        self._seal(wait=True)  # Orbax would wait for the previous save here anyway
         items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(meta)}
         if data_iter is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        started = self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        if started:
+            self._unsealed = step
+            self._seal(wait=False)  # a synchronous save is committed already
+        return started
+
+    def _seal(self, *, wait: bool) -> None:
+        """Writes the checksums of the last saved step once Orbax has committed it.
+
+        Only after the commit: an async save writes into a temporary directory renamed at the end, and its
+        files are complete only then. Hashing the committed files (rather than fingerprinting arrays at save
+        time) covers every file a restore reads, whatever process or mesh wrote it, names the damaged file,
+        and costs one read of the checkpoint on process 0 per save, off the critical path of the others.
+        """
+        if self._unsealed is None:
+            return
+        if wait:
+            self.manager.wait_until_finished()
+        elif self.manager.is_saving_in_progress():
+            return
+        step, self._unsealed = self._unsealed, None
+        if jax.process_index() != 0:
+            return
+        if not self.step_dir(step).is_dir():  # the save failed; Orbax reports that itself
+            logging.warning("checkpoint step %d was not committed to %s: no checksums written", step,
+                            self.step_dir(step))
+            return
+        write_checksums(self.step_dir(step), step)
+
+    def verify(self, step: int) -> None:
+        """Raises `CorruptCheckpointError` when a file of step `step` differs from what was saved."""
+        if not verify_checksums(self.step_dir(step), step):
+            logging.warning("checkpoint step %d has no %s (saved by an older version, or the run stopped before "
+                            "sealing it): restoring it unverified", step, CHECKSUM_FILE)
+        for name in _JSON_FILES:
+            path = self.step_dir(step) / name
+            if path.exists():
+                _read_json(path, step)
 
     def restore(self, step: int, abstract_state: Any, data_iter: grain.DatasetIterator | None) -> Any:
         """Restores the state onto the shardings in `abstract_state` and the iterator in place (also when the
-        checkpoint was written by a different number of processes)."""
+        checkpoint was written by a different number of processes), after verifying the step's files."""
+        self.verify(step)
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         saved_iterators = self.saved_iterator_states(step) if data_iter is not None else {}
         same_processes = all(n == jax.process_count() for _, n in saved_iterators)
@@ -71,6 +139,42 @@ class Checkpointer:
             _restore_iterator_across_process_counts(data_iter, saved_iterators, step)
         return restored["state"]
 
+    def restore_latest(self, abstract_state: Any, data_iter: grain.DatasetIterator | None, *,
+                       fallback_to_previous: bool = False) -> tuple[int, Any] | None:
+        """(step, state) of the newest checkpoint, or None when there is none.
+
+        A corrupt newest step raises `CorruptCheckpointError`, unless `fallback_to_previous`: then it is moved
+        aside (kept for inspection, and so that this run can save that step number again) with a warning, and
+        the next older step is tried. Every process verifies every file, so all of them reach the same step
+        without exchanging anything.
+        """
+        while (step := self.manager.latest_step()) is not None:
+            try:
+                logging.info("resuming from %s/%d", self.directory, step)
+                return step, self.restore(step, abstract_state, data_iter)
+            except CorruptCheckpointError as e:
+                older = sorted(s for s in self.manager.all_steps() if s < step)
+                if not (fallback_to_previous and older):
+                    raise CorruptCheckpointError(e.step, e.path, e.problem + _fallback_hint(older)) from e
+                logging.warning("%s; %s is set: moving step %d to %s and falling back to step %d", e, FALLBACK_FLAG,
+                                step, self._quarantine(step), older[-1])
+        return None
+
+    def _quarantine(self, step: int) -> Path:
+        """Moves step `step` out of the checkpoint directory (process 0; the others wait for it)."""
+        target = Path(f"{self.directory}-corrupt") / str(step)
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            suffix = 0
+            while target.exists():
+                suffix += 1
+                target = target.with_name(f"{step}.{suffix}")
+            shutil.move(self.step_dir(step), target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"checkpoint_quarantine_{step}")
+        self.manager.reload()
+        return target
+
     def saved_iterator_states(self, step: int) -> dict[tuple[int, int], Any]:
         """{(process index, process count): iterator state} of the data_iter files saved at `step`."""
         directory = epath.Path(self.directory) / str(step) / "data_iter"
@@ -80,17 +184,96 @@ class Checkpointer:
         for path in directory.iterdir():
             match = _ITER_FILE.fullmatch(path.name)
             if match:
-                states[(int(match[1]), int(match[2]))] = json.loads(path.read_text())
+                states[(int(match[1]), int(match[2]))] = _read_json(Path(os.fspath(path)), step)
         return states
 
     def saved_meta(self, step: int) -> dict:
+        _read_json(self.step_dir(step) / "config" / "metadata", step)
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+        self._seal(wait=False)  # committed now
 
     def close(self) -> None:
+        self._seal(wait=True)
         self.manager.close()
+
+
+def _fallback_hint(older: list[int]) -> str:
+    if not older:
+        return ". No earlier checkpoint step remains to fall back to"
+    return (f". Earlier checkpoint steps {older} remain: set {FALLBACK_FLAG}=True to resume from the newest one "
+            "that verifies (see docs/training.md)")
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _step_files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
+
+
+def write_checksums(step_dir: Path, step: int) -> None:
+    """`step_dir/checksums.json`: {relative path: {"size", "sha256"}} of every file of the committed step.
+
+    Written to a temporary name and renamed, so a run stopped meanwhile leaves no checksum file (the step then
+    restores unverified, with a warning) rather than a partial one that would condemn a healthy checkpoint.
+    """
+    files = {p.relative_to(step_dir).as_posix(): {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+             for p in _step_files(step_dir)}
+    tmp = step_dir / f".{CHECKSUM_FILE}.tmp"
+    tmp.write_text(json.dumps({"step": step, "algorithm": "sha256", "files": files}, indent=1))
+    os.replace(tmp, step_dir / CHECKSUM_FILE)
+
+
+def verify_checksums(step_dir: Path, step: int) -> bool:
+    """Checks every file recorded in `step_dir/checksums.json`; False when the step has no such file.
+
+    Files added after the seal are not judged: only what was there at save time is known to be right.
+    """
+    record = step_dir / CHECKSUM_FILE
+    if not record.exists():
+        return False
+    files = _read_json(record, step).get("files")
+    if not isinstance(files, dict):
+        raise CorruptCheckpointError(step, record, "has no \"files\" table: not a checksum file of this trainer")
+    for name, want in files.items():
+        path = step_dir / name
+        problem = _file_problem(path, int(want["size"]), want["sha256"], record)
+        if problem:
+            raise CorruptCheckpointError(step, path, problem)
+    return True
+
+
+def _file_problem(path: Path, size: int, sha256: str, record: Path) -> str | None:
+    """What is wrong with `path` against the size and sha256 recorded at save time, or None."""
+    if not path.is_file():
+        return f"is missing ({size} bytes at save time, recorded in {record})"
+    actual = path.stat().st_size
+    if actual == 0 and size:
+        return f"is empty ({size} bytes at save time)"
+    if actual < size:
+        return f"is truncated ({actual} of the {size} bytes it had at save time)"
+    if actual != size:
+        return f"has {actual} bytes, {size} at save time"
+    if _file_sha256(path) != sha256:
+        return (f"differs from what was saved: same size ({size} bytes) but not the sha256 recorded in {record} "
+                "(bits flipped or bytes overwritten)")
+    return None
+
+
+def _read_json(path: Path, step: int) -> Any:
+    """The parsed JSON file `path` of checkpoint step `step`; a `CorruptCheckpointError` naming it if unreadable."""
+    text = path.read_text()
+    if not text.strip():
+        raise CorruptCheckpointError(step, path, f"is empty ({len(text)} bytes; expected a JSON document)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CorruptCheckpointError(step, path, f"is truncated or corrupt: not valid JSON ({e})") from e
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:

@@ -118,10 +118,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # ----- Restore or initialise -----
     ckpt = checkpointing.Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
     meta = {"config": json.loads(config.to_json_best_effort()), "motion_spec": train_source.spec.to_json()}
-    latest = ckpt.latest_step()
-    if latest is not None:
-        logging.info("resuming from %s/%d", ckpt.directory, latest)
-        state = ckpt.restore(latest, checkpointing.abstract_with_shardings(abstract, shardings), train_iter)
+    # A corrupt latest checkpoint is an error naming the step and file, unless the config asks to fall back.
+    restored = ckpt.restore_latest(checkpointing.abstract_with_shardings(abstract, shardings), train_iter,
+                                   fallback_to_previous=bool(tc.fallback_to_previous_checkpoint))
+    if restored is not None:
+        _, state = restored
     else:
         state = jax.jit(training.init, out_shardings=shardings)(init_rng)
         for subtree, run_dir in training.init_from:
@@ -139,9 +140,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                           out_shardings=batch_sharding) if training.samples else None
 
     # ----- Loop -----
-    writer = MetricWriter(workdir)
-    preemption = Preemption(tc.preemption_sync_every)  # SIGTERM to any process: all save and stop together
     start = int(jax.device_get(state.step))
+    writer = MetricWriter(workdir, resume_step=start)  # the steps after `start` are redone: one row each
+    preemption = Preemption(tc.preemption_sync_every)  # SIGTERM to any process: all save and stop together
     frames_per_step = tc.batch_size * config.data.window_frames
     last_log = (time.perf_counter(), start)
     try:
