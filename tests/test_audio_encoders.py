@@ -228,6 +228,32 @@ def test_features_command_on_audio_files(tmp_path):
     assert cli.main(["features", str(tmp_path / "nothing"), str(tmp_path / "speech.wav"), "--out", str(tmp_path)]) == 2
 
 
+def test_features_command_goes_on_after_a_bad_file_and_keeps_same_named_inputs_apart(tmp_path, capsys):
+    """One unusable file is reported by name and the rest are written; inputs sharing a stem get distinct
+    outputs named by their folders; no temporary file is left behind."""
+    io = np.load(HUBERT / "io.npz")
+    for speaker in ("alice", "bob"):
+        (tmp_path / speaker).mkdir()
+        soundfile.write(tmp_path / speaker / "speech.wav", io["w1_waveform"][0], 16000, subtype="FLOAT")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF")
+    inputs = [tmp_path / "alice" / "speech.wav", tmp_path / "broken.wav", tmp_path / "bob" / "speech.wav"]
+    out = tmp_path / "feats"
+    assert cli.main(["features", str(HUBERT), *map(str, inputs), "--out", str(out), *CHUNK_ARGS]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["alice__speech.npz", "bob__speech.npz"]
+    err = capsys.readouterr().err
+    assert "broken.wav" in err and "1 of 3 file(s) failed" in err
+    with np.load(out / "alice__speech.npz") as a, np.load(out / "bob__speech.npz") as b:
+        np.testing.assert_array_equal(a["features_50hz"], b["features_50hz"])
+        assert json.loads(str(b["info"]))["source"].endswith("bob/speech.wav")
+
+
+def test_output_names_are_distinct():
+    assert ef.output_names(["x/a.wav", "y/b.wav"]) == ["a", "b"]
+    assert ef.output_names(["d/x/a.wav", "d/y/a.wav", "d/b.wav"]) == ["x__a", "y__a", "b"]
+    assert ef.output_names(["d/a.wav", "d/a.mp4"]) == ["a_wav", "a_mp4"]
+    assert ef.output_names(["d/a.wav", "d/a.wav"]) == ["a_wav", "a_wav_2"]
+
+
 def test_features_command_writes_a_dataset_copy(micro_dataset, tmp_path):
     """From a converted checkpoint: a copy of a SynthTalk split whose records carry (T, 2H) audio_features."""
     assert convert_hf_audio.main(["--hf_dir", str(HUBERT), "--out", str(tmp_path / "hubert")]) == 0

@@ -200,7 +200,7 @@ def _bad_files(d: Path) -> dict[str, Path]:
         np.save(d / name, array.astype(np.float32))
     scipy.io.savemat(d / "nocoeff.mat", {"exp": r.normal(size=(30, 64))})
     scipy.io.savemat(d / "narrow.mat", {"coeff": r.normal(size=(30, 100))})
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(d / "wide.png")
+    Image.fromarray(np.zeros((96, 128, 3), np.uint8)).save(d / "wide.png")
     (d / "text.png").write_text("not an image")
     return {name: d / name for name in [*made, "nocoeff.mat", "narrow.mat", "wide.png", "text.png"]}
 

@@ -5,11 +5,17 @@ safetensors, converted in memory). INPUT is either one dataset directory in the 
 dataset at OUT with `audio_features` (T, 2H) per record (train on it with data.audio_feature=precomputed), or
 audio/video files, giving OUT/<name>.npz each with the 50 Hz hidden states (MimicTalk's input), the 25 fps
 pairs, and with --dreamtalk_windows DreamTalk's 11-row windows. See docs/data.md.
+
+Files: <name> is the file's stem, or where two inputs share one, its path from their common folder
+("a/speech.wav" -> a__speech.npz). A file that cannot be used (missing, unreadable, no samples, NaN) is reported
+with the reason and the others are still processed; the command then exits with status 2 and a summary. Each
+.npz is written to a temporary file and renamed into place, so an interrupted run leaves no partial output.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -51,10 +57,23 @@ def _features(args) -> int:
         path = ef.write_dataset(inputs[0], args.out, extractor, info, splits=splits, drop_frames=args.drop_frames)
         print(f"dataset with {config.name} features at {path} ({time.perf_counter() - start:.1f} s)")
     else:
-        written = ef.write_audio_features(inputs, args.out, extractor, info, windows=args.dreamtalk_windows)
+        failed: list[tuple[Path, Exception]] = []
+        written = ef.write_audio_features(inputs, args.out, extractor, info, windows=args.dreamtalk_windows,
+                                          on_error=lambda path, e: _report_failure(failed, path, e))
         print(f"wrote {len(written)} feature file(s) to {args.out} ({time.perf_counter() - start:.1f} s)")
+        if failed:
+            print(f"mirrortalk: error: {len(failed)} of {len(inputs)} file(s) failed: "
+                  f"{', '.join(str(p) for p, _ in failed)}", file=sys.stderr)
+            return 2
     logging.getLogger(__name__).info("compiled window shapes: %d", ef.compiled_window_shapes())
     return 0
+
+
+def _report_failure(failed: list[tuple[Path, Exception]], path: Path, error: Exception) -> None:
+    """Says at once which file failed and why, and keeps it for the summary."""
+    reason = str(error) if str(path) in str(error) else f"{path}: {error}"  # media errors name the file already
+    print(f"mirrortalk: skipped {reason}", file=sys.stderr)
+    failed.append((path, error))
 
 
 def add_parser(jobs) -> None:

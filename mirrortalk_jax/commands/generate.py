@@ -96,7 +96,7 @@ def _generate_dreamtalk(args) -> int:
         raise ValueError(f"--renderer {args.renderer} reads {renderer_config.coeff_nc} coefficients per frame; "
                          f"--denoiser {args.denoiser} makes {dims.motion_dim} + {inputs.POSE_DIM} pose: they do "
                          "not belong together")
-    wav = encoder_features.read_audio(args.audio)
+    wav = encoder_features.read_audio(args.audio, "--audio")
     image = inputs.load_image(args.image, tuple(renderer_config.get("image_size", (256, 256))), "--image")
     style_clip = identity = None
     if args.style_clip:

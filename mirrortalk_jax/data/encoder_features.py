@@ -38,7 +38,8 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,49 +256,92 @@ def describe(model_config: Any, layer: int, chunk: ChunkConfig) -> dict[str, Any
 
 # ----- Files: audio in, features out -----
 
-def read_audio(path: str | os.PathLike) -> np.ndarray:
+def read_audio(path: str | os.PathLike, what: str = "audio") -> np.ndarray:
     """Any audio or video file FFmpeg reads -> (N,) float32 mono at 16 kHz (downmix and resampling by FFmpeg's
-    swresample, as the `ffmpeg -ar 16000 -ac 1` both talking-head repos run)."""
-    import av
+    swresample, as the `ffmpeg -ar 16000 -ac 1` both talking-head repos run); empty, header-only and NaN files
+    refused with the file's name (media.read_audio)."""
+    from mirrortalk_jax.data import media
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such audio file: {path}")
-    chunks: list[np.ndarray] = []
+    return media.read_audio(path, what, SAMPLE_RATE)
+
+
+def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """A distinct output name per input file: its stem; where stems collide, its path from the colliding files'
+    common folder ("a/speech.wav" and "b/speech.wav" -> "a__speech", "b__speech"); then with its suffix
+    ("speech_wav", "speech_mp4"); then numbered (one file given twice)."""
+    names = [Path(p).stem for p in paths]
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+
+    def colliding() -> list[list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            groups.setdefault(name, []).append(i)
+        return [group for group in groups.values() if len(group) > 1]
+
+    for group in colliding():
+        common = Path(os.path.commonpath([absolute[i].parent for i in group]))
+        for i in group:
+            names[i] = "__".join(absolute[i].relative_to(common).with_suffix("").parts)
+    for group in colliding():
+        for i in group:
+            names[i] = f"{names[i]}_{absolute[i].suffix.lstrip('.')}" if absolute[i].suffix else names[i]
+    for group in colliding():
+        for k, i in enumerate(group[1:], start=2):
+            names[i] = f"{names[i]}_{k}"
+    return names
+
+
+def _save_npz_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez into a hidden temporary file next to `target`, renamed over it: an interrupted run leaves no
+    half-written .npz that a later step would read."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with av.open(path) as container:
-            if not container.streams.audio:
-                raise ValueError(f"{path} has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    except av.FFmpegError as e:
-        raise ValueError(f"{path}: not a readable audio file ({e})") from e
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_audio_features(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, extractor: EncoderFeatures,
-                         info: dict[str, Any], *, windows: bool = False) -> list[Path]:
-    """One OUT_DIR/<stem>.npz per audio file with `features_50hz` (N50, H), `features_25fps` (N50 // 2, 2H)
-    (rows 2t, 2t+1 per video frame), optionally `dreamtalk_windows` (N50 // 2, 11, H), and `info` (JSON)."""
+                         info: dict[str, Any], *, windows: bool = False,
+                         on_error: Callable[[Path, Exception], None] | None = None) -> list[Path]:
+    """One OUT_DIR/<name>.npz per audio file (names from `output_names`) with `features_50hz` (N50, H),
+    `features_25fps` (N50 // 2, 2H) (rows 2t, 2t+1 per video frame), optionally `dreamtalk_windows`
+    (N50 // 2, 11, H), and `info` (JSON), each written atomically.
+
+    A file that cannot be read or is too short raises an error naming it; with `on_error`, it is passed there
+    (path, error) instead and the other files are processed. Returns the files written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    stems = [Path(p).stem for p in paths]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f"audio files must have distinct names (outputs are <name>.npz): {stems}")
-    for path, stem in zip(paths, stems):
-        h50 = extractor(read_audio(path))
-        frames = len(h50) // 2
-        arrays = {"features_50hz": h50, "features_25fps": h50[:2 * frames].reshape(frames, -1),
-                  "info": np.array(json.dumps({**info, "source": os.fspath(path)}))}
-        if windows:
-            arrays["dreamtalk_windows"] = dreamtalk_windows(h50)
-        target = out_dir / f"{stem}.npz"
-        np.savez(target, **arrays)
+    for path, name in zip(paths, output_names(paths)):
+        try:
+            target = _write_one(Path(path), out_dir / f"{name}.npz", extractor, info, windows)
+        except (OSError, ValueError) as e:  # bad input (MediaError is a ValueError); bugs still propagate
+            if on_error is None:
+                raise
+            on_error(Path(path), e)
+            continue
         written.append(target)
     return written
+
+
+def _write_one(path: Path, target: Path, extractor: EncoderFeatures, info: dict[str, Any], windows: bool) -> Path:
+    audio = read_audio(path)
+    needed = extractor.model.receptive_field
+    if len(audio) < needed:
+        raise ValueError(f"audio {path}: {len(audio)} samples ({len(audio) / SAMPLE_RATE * 1000:.0f} ms); the "
+                         f"encoder needs at least {needed} ({needed / SAMPLE_RATE * 1000:.0f} ms)")
+    h50 = extractor(audio)
+    frames = len(h50) // 2
+    arrays = {"features_50hz": h50, "features_25fps": h50[:2 * frames].reshape(frames, -1),
+              "info": np.array(json.dumps({**info, "source": os.fspath(path)}))}
+    if windows:
+        arrays["dreamtalk_windows"] = dreamtalk_windows(h50)
+    _save_npz_atomically(target, arrays)
+    return target
 
 
 # ----- Datasets: a copy of a record dataset with `audio_features` filled in -----

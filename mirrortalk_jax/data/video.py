@@ -9,6 +9,9 @@ Used for dataset clips, rendered previews and evaluation videos. Conventions:
 * Audio is mono float32 in [-1, 1]. AAC is encoded at `sample_rate` when AAC supports that rate (16 kHz does),
   otherwise resampled to the nearest supported rate; read-back audio is downmixed to mono float32 at the
   stream's rate and trimmed to the duration stored in the container (AAC pads to 1024-sample frames).
+* Reading gives frames as displayed (the container's rotation applied) at a constant rate, sampled by
+  presentation time (variable-frame-rate files keep their timing); a truncated or damaged file gives what can
+  be decoded, with a warning naming it and the seconds kept (see read_mp4).
 * Writes go to a hidden temporary file in the destination directory and are moved into place with
   os.replace, so readers never see a half-written mp4.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import functools
 import itertools
 import os
 import uuid
@@ -26,15 +30,13 @@ import av
 import numpy as np
 
 from mirrortalk_jax.data.audio_features import validate_audio
+from mirrortalk_jax.data.media import (MediaError, MonoDownmix, PacketFrames, check_file, declared_seconds,
+                                       report_incomplete)
 
 # libx264 quality: 18 is visually near-lossless; lower is larger files.
 DEFAULT_CRF = 18
 # Samples per AAC-LC frame; the encoder needs exactly this many per frame.
 AAC_FRAME_SIZE = 1024
-
-
-class MediaError(ValueError):
-    """A file exists but cannot be decoded as an mp4 with a video stream."""
 
 
 @dataclasses.dataclass
@@ -46,12 +48,17 @@ class VideoClip:
       fps: frames per second.
       audio: (N,) float32 mono in [-1, 1], or None if the file has no audio stream.
       sample_rate: audio sample rate in Hz, or None without audio.
+      declared_duration: seconds of video the file declares (None if it does not); more than `duration` when
+        the file is truncated.
+      skipped_packets: packets that could not be decoded (damaged data), 0 for an intact file.
     """
 
     frames: np.ndarray
     fps: float
     audio: np.ndarray | None = None
     sample_rate: int | None = None
+    declared_duration: float | None = None
+    skipped_packets: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -188,11 +195,22 @@ def _encode_audio(container, astream, resampler, chunk: np.ndarray, sample_rate:
         container.mux(astream.encode(out))
 
 
-def read_mp4(path: str | os.PathLike) -> VideoClip:
-    """Decodes an mp4 into RGB frames and mono float32 audio.
+def read_mp4(path: str | os.PathLike, fps: float | None = None, what: str = "read_mp4") -> VideoClip:
+    """Decodes an mp4 into RGB frames as displayed, at a constant frame rate, and mono float32 audio.
+
+    * Rotation / mirroring in the container's display matrix (phone videos shot upright) is applied, so frames
+      are (T, H, W, 3) as a player shows them.
+    * Frames are sampled by presentation time: output frame n (at n / fps seconds from the first frame) is the
+      input frame on screen then, so variable-frame-rate files keep their timing (and their sync with the
+      audio). A constant-rate file read at its own rate gives its frames one to one.
+    * A truncated or damaged file is decoded as far as it can be: unreadable packets are skipped (the frame
+      before a gap is held over it) and a warning names the file and the seconds kept of those it declares
+      (also in `declared_duration` / `skipped_packets`). Only a file with no decodable frame is refused.
 
     Args:
       path: an mp4 (or any container FFmpeg can read) with at least one video stream.
+      fps: frame rate to sample at; None: the stream's average rate.
+      what: how messages name the file.
 
     Returns:
       VideoClip with frames (T, H, W, 3) uint8, fps, and audio (N,) float32 mono + sample_rate, or None/None if
@@ -200,42 +218,114 @@ def read_mp4(path: str | os.PathLike) -> VideoClip:
 
     Raises:
       FileNotFoundError: `path` does not exist.
-      MediaError (a ValueError): the file is not a readable mp4 or has no video frames.
+      MediaError (a ValueError): `path` is not a readable file (a directory, ...), not a readable mp4, or has
+      no decodable video frames.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"read_mp4: no such file: {path!r}")
+    path = os.fspath(check_file(path, what))
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"{what}: fps must be a positive finite number, got {fps}")
     try:
         with av.open(path, mode="r") as container:
-            return _decode(path, container)
+            clip = _decode(path, container, fps, what)
     except av.FFmpegError as e:
-        raise MediaError(f"read_mp4: {path!r} is not a readable mp4: {e}") from e
+        raise MediaError(f"{what} {path}: not a readable mp4: {e}") from e
+    report_incomplete(what, path, clip.duration, clip.declared_duration, clip.skipped_packets)
+    return clip
 
 
-def _decode(path: str, container) -> VideoClip:
+def _orientation(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
+    """(transpose, flip rows, flip columns) that turn a decoded frame into the displayed one, from its display
+    matrix (rotations by multiples of 90 degrees, with or without mirroring; others are not applied)."""
+    for data in frame.side_data:
+        if getattr(data.type, "name", "") == "DISPLAYMATRIX":
+            # 3x3 int32, 16.16 fixed point, row-major [a b u; c d v; x y w]: displayed (x', y') = (a x + c y,
+            # b x + d y) for a stored pixel (x, y) (y down), then shifted back into view.
+            a, b, _, c, d = np.frombuffer(bytes(data), np.int32)[:5].astype(np.float64)
+            if abs(a) < 0.5 * abs(b) and abs(d) < 0.5 * abs(c):  # x' comes from y: a transpose
+                return True, b < 0, c < 0
+            if abs(b) < 0.5 * abs(a) and abs(c) < 0.5 * abs(d):
+                return False, d < 0, a < 0
+    return False, False, False
+
+
+def _orient(image: np.ndarray, orientation: tuple[bool, bool, bool]) -> np.ndarray:
+    """(H, W, 3) stored -> displayed: (W, H, 3) when transposed."""
+    transpose, flip_rows, flip_cols = orientation
+    if transpose:
+        image = image.transpose(1, 0, 2)
+    if flip_rows:
+        image = image[::-1]
+    if flip_cols:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+class _ConstantRate:
+    """Frames at presentation times -> frames at a constant `fps`: output frame n (time n / fps after the first
+    frame) is the last frame shown by then, with half a period of slack so a stream at `fps` maps one to one.
+    Only the output is kept (a frame is converted to RGB when it is first output)."""
+
+    def __init__(self, fps: float, orient):
+        self.fps, self.orient = fps, orient
+        self.out: list[np.ndarray] = []
+        self.start: float | None = None
+        self.last = 0.0  # seconds after the first frame at which the latest frame is shown
+        self.held: av.VideoFrame | None = None
+        self.held_rgb: np.ndarray | None = None
+
+    def _emit(self) -> None:
+        if self.held_rgb is None:
+            self.held_rgb = self.orient(self.held.to_ndarray(format="rgb24"))
+        self.out.append(self.held_rgb)
+
+    def push(self, frame: av.VideoFrame, time: float) -> None:
+        if self.start is None:
+            self.start = time
+        t = time - self.start
+        while self.held is not None and (len(self.out) + 0.5) / self.fps < t:
+            self._emit()
+        self.held, self.held_rgb, self.last = frame, None, max(self.last, t)
+
+    def finish(self, end: float) -> list[np.ndarray]:
+        """The frames up to `end` seconds after the first one (the last frame is held until then)."""
+        total = max(1, round(end * self.fps))
+        while self.held is not None and len(self.out) < total:
+            self._emit()
+        return self.out
+
+
+def _decode(path: str, container, fps: float | None, what: str) -> VideoClip:
     if not container.streams.video:
-        raise MediaError(f"read_mp4: {path!r} is not a readable mp4: it has no video stream")
+        raise MediaError(f"{what} {path}: not a readable mp4: it has no video stream")
     vstream = container.streams.video[0]
     astream = container.streams.audio[0] if container.streams.audio else None
     rate = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
-    if not rate:
-        raise MediaError(f"read_mp4: {path!r} is not a readable mp4: its video stream has no frame rate")
+    if not rate and fps is None:
+        raise MediaError(f"{what} {path}: not a readable mp4: its video stream has no frame rate")
+    fps = float(fps or rate)
+    native_period = 1.0 / float(rate) if rate else 1.0 / fps
 
-    frames: list[np.ndarray] = []
+    sampler = None
     chunks: list[np.ndarray] = []
-    # Downmixes any channel layout to mono flt (packed float32) at the stream's own rate.
-    resampler = av.AudioResampler(format="flt", layout="mono") if astream is not None else None
-    streams = [vstream] + ([astream] if astream is not None else [])
-    for packet in container.demux(*streams):
-        for frame in packet.decode():
-            if isinstance(frame, av.VideoFrame):
-                frames.append(frame.to_ndarray(format="rgb24"))
-            else:
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-    if resampler is not None:
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    if not frames:
-        raise MediaError(f"read_mp4: {path!r} is not a readable mp4: its video stream has no frames")
+    downmix = MonoDownmix()  # any channel layout -> mono float32 at the stream's own rate
+    decoded = PacketFrames(container, vstream, *([astream] if astream is not None else []))
+    index = 0
+    for frame in decoded:
+        if isinstance(frame, av.VideoFrame):
+            if sampler is None:
+                orientation = _orientation(frame)
+                sampler = _ConstantRate(fps, functools.partial(_orient, orientation=orientation))
+            # Frames without timestamps (raw streams) are taken as evenly spaced at the stream's rate.
+            sampler.push(frame, frame.time if frame.time is not None else index * native_period)
+            index += 1
+        else:
+            chunks.extend(downmix(frame))
+    chunks.extend(downmix(None))
+    declared = declared_seconds(container, vstream)
+    if sampler is None:
+        kept = f" of the {declared:.2f} s it declares" if declared is not None else ""
+        raise MediaError(f"{what} {path}: not a readable mp4: no decodable video frames (truncated or corrupt: "
+                         f"0 s kept{kept})")
 
     audio = sample_rate = None
     if astream is not None:
@@ -245,4 +335,11 @@ def _decode(path: str, container) -> VideoClip:
             # AAC pads the last frame to 1024 samples; the container records the true duration.
             n = int(round(astream.duration * astream.time_base * sample_rate))
             audio = audio[:n] if n > 0 else audio
-    return VideoClip(frames=np.stack(frames), fps=float(rate), audio=audio, sample_rate=sample_rate)
+    # The last frame lasts one period of the stream's rate, or up to the declared end when that comes first (a
+    # variable-rate stream's average period is not its last frame's). Per-frame durations are not used: with
+    # B-frames they are assigned in decode order, not to the frames they belong to.
+    end = sampler.last + native_period
+    if declared is not None and declared > sampler.last:
+        end = min(end, declared)
+    return VideoClip(frames=np.stack(sampler.finish(end)), fps=fps, audio=audio, sample_rate=sample_rate,
+                     declared_duration=declared, skipped_packets=decoded.skipped)

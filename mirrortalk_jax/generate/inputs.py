@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mirrortalk_jax.data import media
+
 COEFF_KEY, TRANSFORM_KEY = "coeff", "transform_params"
 BFM_WIDTH = 257
 EXPRESSION = slice(80, 144)
@@ -28,10 +30,8 @@ THREE_DMM_SUFFIXES = (".mat", ".npz")
 
 
 def _exists(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path}: no such file")
-    return path
+    """`path` if it is a readable file; else why not ("no such file", "is a directory", "symlink loop", ...)."""
+    return media.check_file(path, what)
 
 
 def _finite(array: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -135,23 +135,22 @@ def fit_pose(pose: np.ndarray, length: int) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int], what: str = "image") -> np.ndarray:
-    """A portrait as (H, W, 3) uint8 RGB at the renderer's `size` (H, W). A face crop of another size with the
-    same aspect ratio is resized (bilinear); the crop itself is the user's (the original crops with dlib)."""
-    from PIL import Image, UnidentifiedImageError
+    """A portrait as (H, W, 3) uint8 RGB at the renderer's `size` (H, W), read as displayed (media.read_image:
+    EXIF orientation, 16-bit and alpha handled, bombs refused). A face crop of another size with the same aspect
+    ratio is resized (bilinear); the crop itself is the user's (the original crops with dlib)."""
+    from PIL import Image
 
-    path = _exists(path, what)
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{what} {path}: not a readable image ({e})") from e
     h, w = size
-    if (img.height, img.width) != (h, w):
-        if img.height * w != img.width * h:
-            raise ValueError(f"{what} {path}: {img.width}x{img.height} pixels; expected a face crop of the "
+    # Crops down to the renderer's own size are fine; smaller ones would be blown up from a thumbnail.
+    image = media.read_image(path, what, min_side=min(media.MIN_SIDE, h, w))
+    ih, iw = image.shape[:2]
+    if (ih, iw) != (h, w):
+        # One pixel of slack: a downscaled (huge) crop rounds its short side.
+        if abs(ih * w - iw * h) > max(h, w):
+            raise ValueError(f"{what} {path}: {iw}x{ih} pixels; expected a face crop of the "
                              f"renderer's size {w}x{h} (or the same aspect ratio, resized)")
-        img = img.resize((w, h), Image.BILINEAR)
-    return np.asarray(img, np.uint8)
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), np.uint8)
+    return image
 
 
 def load_audio_rows(path: str | os.PathLike, width: int, what: str = "audio features") -> np.ndarray:
