@@ -311,14 +311,48 @@ def test_inception_matches_pytorch_fid_and_converts_from_safetensors(tmp_path):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(), err_msg=name)
 
 
+def _inception_dump(folder, cases):
+    """A fixture folder of the "fid_inception_v3" kind from the stored reference: pytorch-fid's state dict,
+    `<case>_images` (N, 3, H, W), its flags and `<case>_pool3` from fixtures/inception_reference.npz."""
+    from safetensors.numpy import save_file
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model": "pytorch-fid InceptionV3 (use_fid_inception=True), random weights",
+        "pytorch_fid_inception": {"output_blocks": [3], "weights": "_reference_state_dict(seed=0)"}}))
+    save_file({**_reference_state_dict(), "fc.weight": np.zeros((1008, 2048), np.float32),
+               "fc.bias": np.zeros(1008, np.float32)}, folder / "weights.safetensors")
+    reference, images = np.load(REFERENCE), _reference_inputs()
+    io = {}
+    for name, (resize, normalize) in cases.items():
+        io[f"{name}_images"] = images[name].transpose(0, 3, 1, 2)  # pytorch-fid's NCHW
+        io[f"{name}_resize_input"], io[f"{name}_normalize_input"] = np.bool_(resize), np.bool_(normalize)
+        io[f"{name}_pool3"] = reference[name]
+    np.savez(folder / "io.npz", **io)
+    return folder
+
+
+def test_inception_fixture_kind_checks_a_dump(tmp_path):
+    """tools/check_fixture.py's "fid_inception_v3" kind on a dump built from the stored reference: each case's
+    flags are honoured (a case run with the wrong normalize_input flag fails)."""
+    from mirrortalk_jax.convert import fixtures
+    folder = _inception_dump(tmp_path / "ok", {"upsampled": (True, True), "native75": (False, True)})
+    kind, results = fixtures.check(folder)
+    assert kind.name == "fid_inception_v3"
+    assert sorted(r.output for r in results) == ["native75_pool3", "upsampled_pool3"]
+    assert all(r.passed and r.max_rel < 1e-5 for r in results), fixtures.table(kind, results)
+    _, wrong = fixtures.check(_inception_dump(tmp_path / "wrong_flag", {"native75": (False, False)}))
+    assert [r.passed for r in wrong] == [False]
+
+
 def test_resize_is_torch_bilinear_without_antialiasing():
     from mirrortalk_jax.evaluate import inception
     rng = np.random.default_rng(6)
 
     def torch_bilinear_1d(x, size):  # F.interpolate(align_corners=False) along axis 1, written out per pixel
         out = np.empty((x.shape[0], size) + x.shape[2:])
-        for i in range(size):
-            src = max((i + 0.5) * x.shape[1] / size - 0.5, 0.0)
+        scale = float(np.float32(x.shape[1]) / np.float32(size))  # torch: float32 scale and source positions,
+        for i in range(size):  # scale * (i + 0.5) - 0.5 rounded once to float32 (a fused multiply-add)
+            src = max(float(np.float32(scale * (i + 0.5) - 0.5)), 0.0)
             lo = min(int(np.floor(src)), x.shape[1] - 1)
             hi = min(lo + 1, x.shape[1] - 1)
             out[:, i] = (1 - (src - lo)) * x[:, lo] + (src - lo) * x[:, hi]

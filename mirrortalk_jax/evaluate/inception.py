@@ -17,20 +17,23 @@ Weights are user-supplied (nothing is downloaded): `tools/convert_inception.py` 
 (torch, read with weights_only=True) or a safetensors file with the same keys through `RULES`, validated
 against the `nnx.eval_shape` tree, into a converted checkpoint that `load_inception` reads. Without weights the
 FID code still runs with any other `fid.FeatureExtractor`. The smallest input without resizing is 75x75.
+
+The module also registers the "fid_inception_v3" fixture kind (tools/check_fixture.py): dumps of pytorch-fid's own
+InceptionV3 at any seed, input size and flags are compared output block by output block (see the end of the file).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.convert import converted, hooks, name_map, sources
+from mirrortalk_jax.convert import converted, fixtures, hooks, name_map, sources
 from mirrortalk_jax.convert.name_map import Rule
 
 FEATURE_DIM = 2048
@@ -238,13 +241,22 @@ def resize_bilinear(images: jax.Array, size: int) -> jax.Array:
 
     Half-pixel centres, source coordinates below 0 clamped to 0, and no antialiasing when shrinking (unlike
     jax.image.resize's default), so large frames are sampled exactly as pytorch-fid samples them.
+
+    Source positions use torch's float32 arithmetic: scale = float32(n_in) / size, src = scale * (i + 0.5) - 0.5
+    rounded once (torch's kernels compile it to a fused multiply-add, on CPU and CUDA). Positions computed in
+    float64 instead land up to ~1e-4 pixel away on large inputs, a 6e-5 difference in the resized image
+    (1000 -> 299); with torch's rounding the resized image matches F.interpolate to float32 rounding (~1e-7).
     """
     def axis_weights(n_in: int) -> jax.Array:
-        src = (np.arange(size) + 0.5) * (n_in / size) - 0.5
-        src = np.clip(src, 0.0, None)
+        if n_in == size:  # torch copies (scale 1)
+            return jnp.eye(size, dtype=images.dtype)
+        scale = np.float32(n_in) / np.float32(size)
+        # the product of two float32 is exact in float64, and so is subtracting 0.5: one rounding, as an FMA
+        src = (np.float64(scale) * (np.arange(size, dtype=np.float32) + np.float32(0.5)) - 0.5).astype(np.float32)
+        src = np.maximum(src, np.float32(0.0))
         lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
         hi = np.minimum(lo + 1, n_in - 1)
-        frac = src - lo
+        frac = np.clip(src - lo.astype(np.float32), np.float32(0.0), np.float32(1.0))  # float32, as torch's lambda
         m = np.zeros((size, n_in))
         np.add.at(m, (np.arange(size), lo), 1.0 - frac)
         np.add.at(m, (np.arange(size), hi), frac)
@@ -300,15 +312,24 @@ class InceptionV3(nnx.Module):
             raise ValueError(f"InceptionV3 needs at least {MIN_SIZE}x{MIN_SIZE} inputs, got {x.shape[1:3]}")
         return 2.0 * x - 1.0 if self.normalize_input else x
 
+    def output_blocks(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """Preprocessed (N, H, W, 3) input -> pytorch-fid's four output blocks (its `output_blocks` 0..3), NHWC:
+        the first max pool (64 channels), the second max pool (192), Mixed_6e (768) and pool3 (N, 2048)."""
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        block0 = max_pool(x)
+        block1 = max_pool(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(block0)))
+        x = block1
+        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
+                      self.Mixed_6d, self.Mixed_6e):
+            x = block(x)
+        block2 = x
+        for block in (self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+            x = block(x)
+        return block0, block1, block2, jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1x1
+
     def pool3(self, x: jax.Array) -> jax.Array:
         """Preprocessed (N, H, W, 3) input -> (N, 2048) pool3 features."""
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
-        x = max_pool(x)
-        x = max_pool(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
-            x = block(x)
-        return jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1x1
+        return self.output_blocks(x)[3]
 
     def __call__(self, images: jax.Array) -> jax.Array:
         return self.pool3(self.preprocess(images))
@@ -430,3 +451,33 @@ def load_inception(directory: str | os.PathLike, **kwargs) -> InceptionV3:
     variables = converted.restore(directory, abstract_variables(**kwargs))
     return name_map.merge(_builder(**kwargs), variables)
 
+
+# ----- Fixture kind: pytorch-fid's own InceptionV3 on the fixture's weights (tools/check_fixture.py) -----
+# config.json carries a "pytorch_fid_inception" entry; weights.safetensors is pytorch-fid's state dict (the keys
+# of pt_inception-2015-12-05-6726825d.pth); io.npz holds cases `<case>_images` (N, 3, H, W) in pytorch-fid's
+# layout, `<case>_resize_input` / `<case>_normalize_input` (its constructor flags), `<case>_pool3` (N, 2048) and
+# optionally `<case>_block0/1/2` (its output blocks 0-2, NCHW) and `<output>__float64`.
+
+
+def _is_fid_inception(config: dict) -> bool:
+    return "pytorch_fid_inception" in config
+
+
+def _compare_fixture(folder, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
+    variables = convert_variables(read_checkpoint(folder / "weights.safetensors"), source=str(folder))
+    graphdef, state = nnx.split(name_map.merge(_builder(), variables))
+    # one compiled network per input shape, whatever the flags (they only change the preprocessing)
+    network = jax.jit(lambda state, x: nnx.merge(graphdef, state).output_blocks(x))
+    for case in sorted(k[:-len("_images")] for k in io if k.endswith("_images")):
+        flags = {"resize_input": bool(io[f"{case}_resize_input"]),
+                 "normalize_input": bool(io[f"{case}_normalize_input"])}
+        images = jnp.asarray(np.transpose(io[f"{case}_images"], (0, 2, 3, 1)))  # NCHW -> NHWC
+        blocks = network(state, name_map.merge(_builder(**flags), variables).preprocess(images))
+        yield f"{case}_pool3", np.asarray(blocks[3]), io[f"{case}_pool3"]
+        for i in range(3):
+            if f"{case}_block{i}" in io:
+                yield f"{case}_block{i}", np.transpose(np.asarray(blocks[i]), (0, 3, 1, 2)), io[f"{case}_block{i}"]
+
+
+FIXTURE_KIND = fixtures.register_fixture_kind(fixtures.FixtureKind(
+    name=NAME, matches=_is_fid_inception, compare=_compare_fixture))
