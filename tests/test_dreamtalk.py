@@ -168,7 +168,7 @@ def test_check_fixture_tool_exit_codes(tmp_path, capsys):
     assert "f2_x0_pred " in capsys.readouterr().out
     assert tool.main(["check_fixture", str(_fixture_copy(tmp_path, "bad", keep="f2_", perturb="f2_x0_pred"))]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("f2_x0_pred ") and line.endswith("NO") for line in lines), lines
+    assert any(line.startswith("f2_x0_pred ") and line.rstrip().endswith("NO") for line in lines), lines
     assert tool.main(["check_fixture", str(tmp_path / "missing")]) == 2
 
 
@@ -206,6 +206,36 @@ def test_fixture_model_is_built_from_config_json(tmp_path):
         c["DIFFUSION"]["PREDICT_WHAT"] = "noise"
     with pytest.raises(ConversionError, match="PREDICT_WHAT='noise'"):
         fixtures.check(_fixture_copy(tmp_path, "eps", keep="f2_", config_edit=eps_prediction))
+
+
+def test_convert_tool_writes_all_or_nothing(tmp_path, capsys):
+    """OUT is staged in a temporary folder beside it and renamed only when every part converted: a renderer that
+    does not fit (released sizes vs the small fixture) leaves nothing, although the denoiser converted; an
+    existing OUT is refused and kept as it was; an existing empty OUT is filled."""
+    tool = _tool("convert_dreamtalk")
+    renderer = os.path.join(ROOT, "tests", "fixtures", "dreamtalk_renderer")
+    args = ["--denoiser", os.path.join(FIXTURE, "weights.safetensors"), "--config", os.path.join(FIXTURE, "config.json"),
+            "--renderer", os.path.join(renderer, "weights.safetensors")]
+    small_renderer = ["--renderer_config", os.path.join(renderer, "config.json")]
+    out = tmp_path / "out"
+    assert tool.main([*args, "--out", str(out)]) == 2
+    assert "shape mismatches (271)" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # no OUT, no half-written denoiser, no temporary folder
+
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert tool.main([*args, *small_renderer, "--out", str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert os.listdir(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+    (tmp_path / "empty").mkdir()
+    assert tool.main([*args, *small_renderer, "--out", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out.count("wrote ") == 2
+    assert sorted(os.listdir(tmp_path)) == ["empty", "out"]
+    assert sorted(os.listdir(tmp_path / "empty")) == ["denoiser", "renderer"]
+    for part, name in (("denoiser", "dreamtalk"), ("renderer", "pirenderer")):
+        _, config, _ = run.load_converted(tmp_path / "empty" / part)
+        assert config.name == name
 
 
 def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):

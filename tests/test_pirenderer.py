@@ -167,6 +167,66 @@ def test_converted_checkpoint_round_trip(tmp_path, model, io):
     np.testing.assert_array_equal(_full(loaded, image, motion)["fake_image"], _full(model, image, motion)["fake_image"])
 
 
+def test_failed_save_leaves_no_folder(tmp_path, monkeypatch):
+    """converted.save writes into a temporary folder renamed at the end: a write that fails half-way (here after
+    Orbax wrote the variables) leaves neither the output folder nor the temporary one."""
+    real = converted.ocp.StandardCheckpointer
+
+    class FailingCheckpointer(real):
+        def save(self, directory, *args, **kwargs):
+            super().save(directory, *args, **kwargs)
+            self.wait_until_finished()
+            assert any(Path(directory).parent.iterdir())  # something was written before the failure
+            raise OSError("disk full")
+
+    monkeypatch.setattr(converted.ocp, "StandardCheckpointer", FailingCheckpointer)
+    with pytest.raises(OSError, match="disk full"):
+        convert_pir.convert_renderer(FIXTURE / "weights.safetensors", tmp_path / "ckpt", _small_config())
+    assert list(tmp_path.iterdir()) == []
+
+
+def _convert_tool():
+    path = Path(__file__).parents[1] / "tools" / "convert_dreamtalk.py"
+    spec = importlib.util.spec_from_file_location("convert_dreamtalk", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convert_tool_takes_the_renderer_config(tmp_path, model, io, capsys):
+    """tools/convert_dreamtalk.py --renderer_config sizes the renderer (--config is the denoiser's): the original's
+    renderer_conf as YAML, a JSON holding it (the fixture's config.json) or a config file:variant all give the
+    small renderer; without it (released sizes) the small checkpoint is refused and nothing is written."""
+    import yaml
+
+    tool = _convert_tool()
+    weights = str(FIXTURE / "weights.safetensors")
+    conf = json.loads((FIXTURE / "config.json").read_text())["renderer_conf"]
+    (tmp_path / "renderer_conf.yaml").write_text(yaml.safe_dump(conf))
+    specs = [str(tmp_path / "renderer_conf.yaml"), str(FIXTURE / "config.json"),
+             str(Path(__file__).parents[1] / "configs" / "pirenderer.py") + ":small"]
+    sizes = lambda c: {k: v for k, v in c.to_dict().items() if k != "image_size"}  # noqa: E731
+    for i, spec in enumerate(specs):
+        out = tmp_path / f"ckpt{i}"
+        assert tool.main(["--renderer", weights, "--renderer_config", spec, "--out", str(out)]) == 0, spec
+        assert "PIRenderer, descriptor 24, max 16 channels" in capsys.readouterr().out
+        assert sizes(converted.model_config(out / "renderer")) == sizes(_small_config()), spec
+    loaded, _, _ = run.load_converted(tmp_path / "ckpt0" / "renderer")
+    image, motion = _inputs(io, "c2")
+    np.testing.assert_array_equal(_full(loaded, image, motion)["fake_image"], _full(model, image, motion)["fake_image"])
+
+    assert tool.main(["--renderer", weights, "--out", str(tmp_path / "released")]) == 2
+    err = capsys.readouterr().err
+    assert "shape mismatches (271)" in err and "nothing written" in err
+    assert not (tmp_path / "released").exists()
+    (tmp_path / "not_a_conf.yaml").write_text("common: {descriptor_nc: 24}\n")
+    assert tool.main(["--renderer", weights, "--renderer_config", str(tmp_path / "not_a_conf.yaml"),
+                      "--out", str(tmp_path / "bad")]) == 2
+    assert "not a PIRenderer renderer_conf" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt0", "ckpt1", "ckpt2", "not_a_conf.yaml",
+                                                          "renderer_conf.yaml"]
+
+
 def test_every_parameter_has_logical_axes():
     abstract = name_map.abstract_variables(run.builder(pirenderer_configs.get_config("small").model, None))
     for path, var in nnx.to_flat_state(abstract):

@@ -9,8 +9,12 @@ through the registry (`config.model.name`) without the original files. Variables
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +35,53 @@ def is_converted(directory: str | os.PathLike) -> bool:
     return (Path(directory) / META_FILE).is_file()
 
 
+def _refuse_existing(directory: Path) -> None:
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise FileExistsError(f"{directory} exists and is not empty; choose a new output folder")
+
+
+@contextlib.contextmanager
+def new_folder(directory: str | os.PathLike) -> Iterator[Path]:
+    """Writes an output folder completely or not at all.
+
+        with converted.new_folder(out) as tmp:     # tmp: an empty folder next to `out`
+            ...write everything under tmp...       # renamed to `out` when the block succeeds
+
+    Refuses (FileExistsError) a `directory` that exists and is not empty, before anything is written; an existing
+    empty folder is replaced. The temporary folder (`.<name>.partial-<random>`, in the same parent, so the final
+    rename stays on one file system) is removed if the block raises: a failed conversion leaves nothing at
+    `directory` and never touches what was there. Nested uses (a folder of converted checkpoints) compose.
+    """
+    directory = Path(directory).expanduser().absolute()
+    _refuse_existing(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.partial-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _refuse_existing(directory)  # created by someone else meanwhile
+        if directory.is_dir():
+            directory.rmdir()  # empty (checked above)
+        os.rename(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save(directory: str | os.PathLike, variables: nnx.State, *, model_config: ml_collections.ConfigDict | dict,
          motion_spec: MotionSpec | None = None, source: str = "", extra: dict[str, Any] | None = None) -> Path:
-    """Writes variables + metadata; refuses to overwrite an existing checkpoint."""
+    """Writes variables + metadata (through `new_folder`: all or nothing); refuses to overwrite an existing
+    checkpoint."""
     directory = Path(directory).expanduser().absolute()
-    if directory.exists() and any(directory.iterdir()):
-        raise FileExistsError(f"{directory} exists and is not empty; choose a new output folder")
-    directory.mkdir(parents=True, exist_ok=True)
     config = model_config.to_dict() if isinstance(model_config, ml_collections.ConfigDict) else dict(model_config)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / "variables", nnx.to_pure_dict(variables))
     meta = {"format": FORMAT, "config": {"model": config}, "source": str(source),
             "motion_spec": motion_spec.to_json() if motion_spec is not None else None, **(extra or {})}
-    # Written last: a folder with model.json is a complete checkpoint.
-    (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+    text = json.dumps(meta, indent=1, default=_json_default)  # fails before anything is written
+    with new_folder(directory) as tmp:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(tmp / "variables", nnx.to_pure_dict(variables))
+        # Written last: a folder with model.json is a complete checkpoint.
+        (tmp / META_FILE).write_text(text)
     return directory
 
 
