@@ -14,6 +14,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
+from mirrortalk_jax.models import layers
 from mirrortalk_jax.models import style_encoder as se
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.objectives import disentangle as dis
@@ -168,7 +169,7 @@ def test_every_param_has_logical_axes():
         assert len(used) == len(set(used)), (path, axes)  # no mesh axis twice: a valid PartitionSpec
     # The default content encoder is fixed: not a Param anywhere.
     assert "content_encoder" not in params
-    assert isinstance(model.content_encoder.projection, se.Frozen)
+    assert isinstance(model.content_encoder.projection, layers.Frozen)
 
 
 class _ParamContentEncoder(nnx.Module):
@@ -186,7 +187,7 @@ def test_injected_content_encoder_is_frozen():
     model = nnx.eval_shape(lambda: se.create_style_encoder_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0),
                                                                  content_encoder=_ParamContentEncoder(nnx.Rngs(1))))
     assert "content_encoder" not in nnx.state(model, nnx.Param)
-    assert isinstance(model.content_encoder.proj.kernel, se.Frozen)
+    assert isinstance(model.content_encoder.proj.kernel, layers.Frozen)
     batch = {"audio_features": jnp.ones((2, 4, 320)), "motion_mask": jnp.ones((2, 4), bool)}
     assert nnx.eval_shape(lambda m: m.content_features(batch), model).shape == (2, 32)
 

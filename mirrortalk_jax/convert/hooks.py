@@ -46,8 +46,10 @@ def reshape(*shape: int, then: Callable[[np.ndarray], np.ndarray] | None = None)
     return hook
 
 
-def expect(expected: Callable[[], np.ndarray], name: str, *, rtol: float = 1e-6, atol: float = 1e-7):
-    """Consumes a buffer our code recomputes, checking that the checkpoint holds the same values.
+def expect(expected: Callable[[], np.ndarray], name: str, *, rtol: float = 1e-6, atol: float = 1e-7,
+           keep: bool = False):
+    """Checks that a buffer holds what the config implies; consumes it, or with `keep` stores the checkpoint's
+    own values (for buffers whose last bits matter, e.g. RoPE frequencies multiplied by large positions).
 
     A mismatch means the checkpoint was made with other settings (schedule, table length) than the config.
     """
@@ -59,5 +61,5 @@ def expect(expected: Callable[[], np.ndarray], name: str, *, rtol: float = 1e-6,
                     else f"shape {value.shape} vs {want.shape}")
             raise ConversionError(f"buffer {name} differs from what the config implies ({diff}); "
                                   "was the checkpoint made with other settings?")
-        return None
+        return value if keep else None
     return hook

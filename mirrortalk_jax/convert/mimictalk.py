@@ -12,7 +12,7 @@ Layout changes (all in `rules`): Linear (out, in) -> kernel (in, out); Conv1d (o
 out); the fused `to_qkv` (3 * heads * dim_head, D) -> (D, 3, heads, dim_head) (chunks q|k|v, head-major, as the
 original's rearrange); `to_out` (D, heads * dim_head) -> (heads, dim_head, D); the GEGLU input Linear (2I, D) ->
 (D, 2, I) ([value | gate] halves); q/k RMSNorm gains (heads, 1, dim_head) -> (heads, dim_head). The RoPE
-`inv_freq` buffer is checked against the config and dropped; BatchNorm `num_batches_tracked` is dropped.
+`inv_freq` buffer is checked against the config and kept (its exact bits matter); BatchNorm `num_batches_tracked` is dropped.
 
 The module registers the "mimictalk_icl_a2m" fixture kind (tools/check_fixture.py), built from the fixture's
 config.json, so reference dumps of any size or seed check the port.
@@ -64,6 +64,20 @@ def _layout(name: str, *shape: int, transpose: bool = False):
     return hook
 
 
+def _inv_freq_hook(expected: np.ndarray):
+    """Keeps the checkpoint's RoPE `inv_freq` (its last bits matter at position -10000), after checking it against
+    the config. An all-zero tensor is a key/shape manifest's stand-in (name_map.check_manifest; a real buffer
+    starts with 1 / theta^0 = 1): only its shape is checked then."""
+    check = hooks.expect(lambda: expected, "rotary_emb.inv_freq", keep=True)
+
+    def hook(value: np.ndarray) -> np.ndarray:
+        if value.shape != expected.shape:
+            raise sources.ConversionError(f"rotary_emb.inv_freq of shape {tuple(value.shape)}, the config implies "
+                                          f"{expected.shape}: the checkpoint's dim_head differs from the config")
+        return np.asarray(value, np.float32) if not np.any(value) else check(value)
+    return hook
+
+
 def rules(config: ml_collections.ConfigDict) -> tuple[Rule, ...]:
     """The name map for a model config (head/FF sizes shape the reshapes; the RoPE buffer is checked)."""
     h, d, dim = int(config.heads), int(config.dim_head), int(config.dim)
@@ -84,7 +98,7 @@ def rules(config: ml_collections.ConfigDict) -> tuple[Rule, ...]:
         Rule(_P + r"conv_embed\.dw_conv1d\.0\.weight", v + "conv_embed/kernel", hooks.conv),
         Rule(_P + r"conv_embed\.dw_conv1d\.0\.bias", v + "conv_embed/bias"),
         Rule(_P + r"transformer\.register_tokens", v + "register_tokens"),
-        Rule(_P + r"transformer\.rotary_emb\.inv_freq", None, hooks.expect(lambda: inv_freq, "rotary_emb.inv_freq")),
+        Rule(_P + r"transformer\.rotary_emb\.inv_freq", v + "rope_inv_freq", _inv_freq_hook(inv_freq)),
         Rule(_LAYER + r"2\.(to_gamma|to_beta)\.weight", layer + r"attn_norm/\2/kernel", hooks.linear),
         Rule(_LAYER + r"2\.(to_gamma|to_beta)\.bias", layer + r"attn_norm/\2/bias"),
         Rule(_LAYER + r"3\.q_norm\.gamma", layer + "attn/q_gamma", _layout("q_norm.gamma", h, d)),
@@ -120,7 +134,8 @@ def config_from_tensors(tensors: Mapping[str, np.ndarray], **overrides) -> ml_co
     """The architecture a state dict holds, read from its shapes (mode, widths, depth, heads, aux features).
 
     What the shapes cannot tell keeps the original's constants (audio_rate 2 for 50 Hz HuBERT, register
-    position -10000, logit scale 10); `overrides` set any field.
+    position -10000, logit scale 10); the RoPE theta is read from the stored `inv_freq` buffer (the original's
+    is 50000); `overrides` set any field.
     """
     prefix = FLOW_PREFIX if any(k.startswith(FLOW_PREFIX) for k in tensors) else TRANSFORMER_PREFIX
 
@@ -135,16 +150,26 @@ def config_from_tensors(tensors: Mapping[str, np.ndarray], **overrides) -> ml_co
     _, inner = shape(prefix + "transformer.layers.0.5.3.weight")
     layer_key = re.compile(re.escape(prefix) + r"transformer\.layers\.(\d+)\.")
     layers = {int(m.group(1)) for k in tensors if (m := layer_key.match(k))}
+    registers = prefix + "transformer.register_tokens"  # absent when the original had num_register_tokens = 0
     fields = {"mode": "icl_flow_matching" if prefix == FLOW_PREFIX else "icl_transformer",
               "motion_dim": three_m // 3, "audio_in_dim": audio_in, "audio_width": width, "dim": dim,
               "depth": len(layers), "heads": heads, "dim_head": dim_head,
               "time_hidden_dim": shape(prefix + "sinu_pos_emb.1.weight")[0],
               "conv_kernel": shape(prefix + "conv_embed.dw_conv1d.0.weight")[-1],
-              "num_registers": shape(prefix + "transformer.register_tokens")[0],
+              "num_registers": int(tensors[registers].shape[0]) if registers in tensors else 0,
               "ff_mult": 4.0 if int(dim * 4 * 2 / 3) == inner else inner * 3 / (2 * dim),
               "use_aux_features": "pitch_embed.weight" in tensors}
     if fields["use_aux_features"]:
         fields["pitch_bins"], fields["aux_dim"] = shape("pitch_embed.weight")
+    inv_freq = tensors.get(prefix + "transformer.rotary_emb.inv_freq")
+    inv = None if inv_freq is None else np.asarray(inv_freq, np.float64).ravel()
+    if inv is not None and inv.size >= 2 and np.all((inv > 0) & (inv <= 1)):  # (not a manifest's zero stand-in)
+        # entry j is 1 / theta^(2j / dim_head); the last one pins theta down best (to ~1e-7, the float32 pow's
+        # error); a round value (the original's 50000) is preferred when it reproduces the buffer as well
+        theta = float(inv[-1] ** (-dim_head / (2 * (inv.size - 1))))
+        fields["rope_theta"] = next((t for t in (float(f"{theta:.5g}"), float(f"{theta:.6g}"))
+                                     if np.allclose(icl_transformer.rope_inv_freq(dim_head, t), inv, rtol=1e-6,
+                                                    atol=1e-7)), theta)
     fields.update(overrides)
     return model_config(**fields)
 
@@ -213,26 +238,30 @@ def fixture_model_config(config: Mapping) -> ml_collections.ConfigDict:
 def _velocity_cases(model, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
     graphdef, state = nnx.split(model)
 
-    @functools.partial(jax.jit, static_argnames="scale")
-    def velocity(state, x, t, audio, cond, cond_mask, attn_mask, scale):
-        """The original's forward_with_cond_scale; scale None = the unconditional branch alone."""
+    @functools.partial(jax.jit, static_argnames="scales")
+    def velocities(state, x, t, audio, cond, cond_mask, attn_mask, scales):
+        """The original's forward_with_cond_scale at cond_scale 1 (conditional branch alone), the unconditional
+        branch alone, and every CFG scale of `scales` (both branches in one batch); one compilation per case."""
         m, b = nnx.merge(graphdef, state), x.shape[0]
-        if scale is None:
-            return m.forward(x, t, audio, cond, cond_mask, attn_mask, jnp.ones((b,), bool))
+        # times may be (B,), (1,) or a scalar (the original repeats the last two over the batch); made (B,) here
+        # so the guidance branches can be tiled
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32).reshape(-1), (b,))
 
         def branch(x2, t2, drop):
             tile = lambda a: None if a is None else jnp.concatenate([a] * (x2.shape[0] // b))
             return m.forward(x2, tile(t), tile(audio), tile(cond), tile(cond_mask), tile(attn_mask), drop)
 
-        return ode.guided(branch, scale)(x, t)
+        v_null = m.forward(x, t, audio, cond, cond_mask, attn_mask, jnp.ones((b,), bool))
+        return ode.guided(branch, 1.0)(x, t), v_null, [ode.guided(branch, s)(x, t) for s in scales]
 
     for case in sorted({k.split("_")[0] for k in io if k.endswith("_v_cond") and k.split("_")[0] + "_x" in io}):
         args = [jnp.asarray(io[f"{case}_{n}"]) for n in ("x", "times", "cond_audio", "cond")]
         args += [jnp.asarray(io[k]) if k in io else None for k in (f"{case}_cond_mask", f"{case}_self_attn_mask")]
-        yield f"{case}_v_cond", velocity(state, *args, scale=1.0), io[f"{case}_v_cond"]
-        yield f"{case}_v_null", velocity(state, *args, scale=None), io[f"{case}_v_null"]
-        for key in (k for k in io if k.startswith(f"{case}_v_cfg")):
-            yield key, velocity(state, *args, scale=float(key.split("cfg")[1])), io[key]
+        cfg_keys = [k for k in io if k.startswith(f"{case}_v_cfg") and not k.endswith(fixtures.FLOAT64_SUFFIX)]
+        v_cond, v_null, v_cfg = velocities(state, *args, scales=tuple(float(k.split("cfg")[1]) for k in cfg_keys))
+        yield f"{case}_v_cond", v_cond, io[f"{case}_v_cond"]
+        yield f"{case}_v_null", v_null, io[f"{case}_v_null"]
+        yield from ((key, v, io[key]) for key, v in zip(cfg_keys, v_cfg))
 
 
 def _sampling_cases(model, config: Mapping, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
@@ -246,8 +275,9 @@ def _sampling_cases(model, config: Mapping, io: dict[str, np.ndarray]) -> Iterat
         m = nnx.merge(graphdef, state)
         prep = m.prepare(audio, **context)
         out = m.sample(audio, x0=x0, steps=steps, guidance_scale=scale, return_trajectory=True, **context)
+        b = x0.shape[0]  # the first call's two branches: batch [conditional | unconditional]
         out["first"] = m.branch_velocity(prep, guided=True)(jnp.concatenate([x0, x0]), jnp.float32(0.0),
-                                                            jnp.array([False, True]))
+                                                            jnp.repeat(jnp.array([False, True]), b))
         # One midpoint interval from each of the reference's grid states: the sampler's arithmetic step by step.
         fn = ode.guided(m.branch_velocity(prep, scale != 1.0), scale)
         grid = jnp.asarray(ode.time_grid(steps))
@@ -269,9 +299,10 @@ def _sampling_cases(model, config: Mapping, io: dict[str, np.ndarray]) -> Iterat
             yield "m_self_attn_mask", out["mask"], io["m_self_attn_mask"]
             yield "m_grid_t", ode.time_grid(steps), io["m_grid_t"]
         yield f"{run_name}_nfe_times", out["call_times"], io[f"{run_name}_nfe_times"]
-        yield f"{run_name}_first_v_cond", out["first"][:1], io[f"{run_name}_first_v_cond"]
+        b = ref.shape[1]
+        yield f"{run_name}_first_v_cond", out["first"][:b], io[f"{run_name}_first_v_cond"]
         if f"{run_name}_first_v_null" in io:
-            yield f"{run_name}_first_v_null", out["first"][1:], io[f"{run_name}_first_v_null"]
+            yield f"{run_name}_first_v_null", out["first"][b:], io[f"{run_name}_first_v_null"]
         yield f"{run_name}_one_step_states", out["one_step"], ref[1:]
         yield f"{run_name}_grid_states", out["trajectory"], ref
         yield f"{run_name}_x_recon", out["x_recon"], io[f"{run_name}_x_recon"]
@@ -300,6 +331,6 @@ def _is_mimictalk(config: dict) -> bool:
 _FREE_RUNNING = (1e-1, 1e-5)
 FIXTURE_KIND = fixtures.register_fixture_kind(fixtures.FixtureKind(
     name="mimictalk_icl_a2m", matches=_is_mimictalk, compare=_compare, rtol=1e-5, atol=1e-6,
-    tolerances={"v1_": (1e-4, 1e-6), "v2_": (1e-4, 1e-6), "m1_first": (1e-4, 1e-6), "m2_first": (1e-4, 1e-6),
-                "m1_one_step": (1e-4, 1e-6), "m2_one_step": (1e-4, 1e-6),
-                **{f"{r}_{o}": _FREE_RUNNING for r in ("m1", "m2") for o in ("grid_states", "x_recon", "pred")}}))
+    # (fnmatch patterns: every velocity case v<k> and every sampling run m<k> a dump holds, not only v1/v2, m1/m2)
+    tolerances={"v[0-9]*_v_": (1e-4, 1e-6), "m[0-9]*_first": (1e-4, 1e-6), "m[0-9]*_one_step": (1e-4, 1e-6),
+                **{f"m[0-9]*_{o}": _FREE_RUNNING for o in ("grid_states", "x_recon", "pred")}}))

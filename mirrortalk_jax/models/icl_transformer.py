@@ -7,7 +7,7 @@
                                    AdaRMSNorm(t) -> GEGLU)  -> RMSNorm -> Linear -> velocity (B, T, M)
 
 Numerics follow the original: F.normalize with eps 1e-12, erf GELU, RoPE on half-split dims with register
-tokens at position -10000 (host-computed, correctly rounded tables), attention logits x10 without 1/sqrt(d),
+tokens at position -10000 (float32 angles from the stored inv_freq buffer), attention logits x10 without 1/sqrt(d),
 masked keys at -float32 max, PyTorch's linear resize of the audio track to the motion rate.
 """
 
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.models.layers import fan_in_normal, param, scaled_normal
+from mirrortalk_jax.models.layers import Frozen, fan_in_normal, param, scaled_normal
 
 _NEG_MAX = float(np.finfo(np.float32).min)  # the original's masked_fill(-finfo.max)
 _init = nnx.with_partitioning
@@ -51,24 +51,30 @@ def resize_linear(x: jax.Array, length: int, axis: int = 1) -> jax.Array:
     return (jnp.take(x, i0, axis=axis) * w0.reshape(shape) + jnp.take(x, i1, axis=axis) * w1.reshape(shape))
 
 
-def rotary_tables(num_registers: int, length: int, dim_head: int, theta: float,
-                  register_position: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin (num_registers + length, dim_head) float32 for RoPE at positions [register_position]*R + 0..T-1.
+def rotary_tables(inv_freq: jax.Array, num_registers: int, length: int,
+                  register_position: int) -> tuple[jax.Array, jax.Array]:
+    """cos, sin (num_registers + length, dim_head) for RoPE at positions [register_position]*R + 0..T-1.
 
-    Computed on the host in float64 from the float32 angles the original forms: sin/cos of the large register
-    angles (position -10000) are then correctly rounded, as PyTorch's are.
+    inv_freq: (dim_head / 2,) float32, the model's stored buffer. The angles are float32 products of positions
+    and inv_freq, as the original's einsum forms them; at position -10000 one ulp of inv_freq moves an angle by
+    ~1e-3 rad, so the buffer must be the checkpoint's own, not a recomputation (see `rope_inv_freq`).
     """
-    inv_freq = rope_inv_freq(dim_head, theta)
-    pos = np.concatenate([np.full(num_registers, register_position), np.arange(length)]).astype(np.float32)
-    angles = pos[:, None] * inv_freq[None]  # float32 products, as torch.einsum('i,j->ij')
-    angles = np.concatenate([angles, angles], axis=-1).astype(np.float64)
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    pos = jnp.concatenate([jnp.full((num_registers,), register_position, jnp.float32),
+                           jnp.arange(length, dtype=jnp.float32)])
+    angles = pos[:, None] * inv_freq.astype(jnp.float32)[None]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
 
 
 def rope_inv_freq(dim_head: int, theta: float) -> np.ndarray:
-    """The original's `inv_freq` buffer: 1 / theta^(arange(0, d, 2) / d) in float32. (d / 2,)."""
-    exponent = np.arange(0, dim_head, 2, dtype=np.float32) / np.float32(dim_head)
-    return (np.float32(1.0) / np.power(np.float32(theta), exponent)).astype(np.float32)
+    """1 / theta^(arange(0, d, 2) / d), (d / 2,) float32, correctly rounded from float64.
+
+    The original computes this buffer with float32 `pow`, whose last bit depends on the platform's libm (and
+    numpy's float32 pow on the CPU's SIMD path), so it is computed here in float64 for models trained with this
+    project, and converted checkpoints carry their own buffer (`InContextTransformer.rope_inv_freq`).
+    """
+    exponent = np.arange(0, dim_head, 2, dtype=np.float64) / dim_head
+    return (1.0 / np.power(np.float64(theta), exponent)).astype(np.float32)
 
 
 def _rotate_half(x: jax.Array) -> jax.Array:
@@ -177,7 +183,10 @@ class InContextTransformer(nnx.Module):
         if dim % 2 or depth % 2 or conv_kernel % 2 == 0:
             raise ValueError(f"need even dim ({dim}) and depth ({depth}), odd conv_kernel ({conv_kernel})")
         hidden = time_hidden_dim or 4 * dim
-        self.rope = (num_registers, dim_head, float(rope_theta), int(register_position))
+        self.num_registers, self.register_position = int(num_registers), int(register_position)
+        # The original's `rotary_emb.inv_freq` buffer: held (not recomputed at call time) so a converted
+        # checkpoint's exact float32 values are used; Frozen, so the trainer never updates it.
+        self.rope_inv_freq = Frozen(jnp.asarray(rope_inv_freq(dim_head, rope_theta)))
         self.time_weights = param(rngs, scaled_normal(1.0), (dim // 2,), (None,))
         self.time_mlp = nnx.Linear(dim, hidden, kernel_init=_init(fan_in_normal((0,)), ("embed", "mlp")),
                                    bias_init=_init(nnx.initializers.zeros, ("mlp",)), rngs=rngs)
@@ -193,7 +202,9 @@ class InContextTransformer(nnx.Module):
                                    padding=((conv_kernel // 2, conv_kernel // 2),), rngs=rngs,
                                    kernel_init=_init(fan_in_normal((0, 1)), ("conv", None, "embed")),
                                    bias_init=_init(nnx.initializers.zeros, ("embed",)))
-        self.register_tokens = param(rngs, scaled_normal(1.0), (num_registers, dim), (None, "embed"))
+        # The original has no register parameter at all when num_registers is 0.
+        self.register_tokens = nnx.data(None) if not num_registers else param(
+            rngs, scaled_normal(1.0), (num_registers, dim), (None, "embed"))
         self.layers = nnx.List([Block(dim, hidden, heads, dim_head, ff_mult, logit_scale, rngs, query_chunk)
                                 for _ in range(depth)])
         self.final_norm = param(rngs, nnx.initializers.ones, (dim,), ("embed",))
@@ -233,11 +244,12 @@ class InContextTransformer(nnx.Module):
         h = jax.nn.gelu(self.conv_embed(h), approximate=False) + h
         time_emb = self.time_embedding(times)
 
-        registers, dim_head, theta, reg_pos = self.rope
-        h = jnp.concatenate([jnp.broadcast_to(self.register_tokens[...], (b, *self.register_tokens.shape)), h], 1)
+        registers = self.num_registers
+        if registers:
+            h = jnp.concatenate([jnp.broadcast_to(self.register_tokens[...], (b, *self.register_tokens.shape)), h], 1)
         valid = jnp.ones((b, length), bool) if self_attn_mask is None else self_attn_mask.astype(bool)
         mask = jnp.concatenate([jnp.ones((b, registers), bool), valid], axis=1)
-        cos, sin = rotary_tables(registers, length, dim_head, theta, reg_pos)
+        cos, sin = rotary_tables(self.rope_inv_freq[...], registers, length, self.register_position)
         for layer in self.layers:
             h = layer(h, time_emb, mask, cos, sin)
         h = rms_normalize(h[:, registers:]) * (h.shape[-1] ** 0.5) * self.final_norm[...]

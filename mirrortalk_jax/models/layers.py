@@ -19,6 +19,11 @@ _ones = nnx.initializers.ones
 _MASKED = -1e9
 
 
+class Frozen(nnx.Variable):
+    """A fixed array held by a model (a converted buffer, a frozen encoder's weights): not an nnx.Param, so
+    the trainer never optimises (or decays) it."""
+
+
 def fan_in_normal(fan_in_axes: tuple[int, ...] = (0,)):
     """N(0, 1/fan_in) initializer, fan_in = product of `fan_in_axes` of the shape (LeCun, untruncated).
 

@@ -27,6 +27,7 @@ from mirrortalk_jax.models import layers
 from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.objectives import disentangle
 
+
 class EncoderLayer(nnx.Module):
     """Pre-LN transformer layer: x + SelfAttn(LN(x)), then x + MLP(LN(x)). (B, R, H) -> (B, R, H)."""
 
@@ -119,10 +120,6 @@ class ContentEncoder(Protocol):
         """(B, L, F), (B, L) bool -> (B, E)."""
 
 
-class Frozen(nnx.Variable):
-    """A fixed array held by a model: not an nnx.Param, so the trainer never optimises (or decays) it."""
-
-
 def freeze(module: nnx.Module) -> nnx.Module:
     """A copy of `module` whose nnx.Params are `Frozen` variables (values and axis metadata kept).
 
@@ -130,7 +127,7 @@ def freeze(module: nnx.Module) -> nnx.Module:
     shrink a pretrained content encoder, so its Params must stop being Params.
     """
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    frozen = jax.tree.map(lambda v: Frozen(v.get_value(), **v.get_metadata()), params,
+    frozen = jax.tree.map(lambda v: layers.Frozen(v.get_value(), **v.get_metadata()), params,
                           is_leaf=lambda x: isinstance(x, nnx.Variable))
     return nnx.merge(graphdef, frozen, rest)
 
@@ -145,7 +142,7 @@ class RandomContentProjection(nnx.Module):
     """
 
     def __init__(self, audio_dim: int, content_dim: int, rngs: nnx.Rngs):
-        self.projection = Frozen(layers.fan_in_normal((0,))(rngs.params(), (audio_dim, content_dim)))
+        self.projection = layers.Frozen(layers.fan_in_normal((0,))(rngs.params(), (audio_dim, content_dim)))
 
     def content_embedding(self, audio_features: jax.Array, mask: jax.Array) -> jax.Array:
         weights = mask.astype(audio_features.dtype)[..., None]
