@@ -37,7 +37,7 @@ from flax import nnx
 
 from mirrortalk_jax import base_config
 from mirrortalk_jax.data import encoder_features as ef
-from mirrortalk_jax.models import audio_encoders
+from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders
 from mirrortalk_jax.models.registry import create_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
     from mirrortalk_jax import base_config
     from mirrortalk_jax.data.feature_windows import audio_windows_jax
-    from mirrortalk_jax.models import dreamtalk
+    from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
     from mirrortalk_jax.sample import dreamtalk as dt
 
     config = base_config.load_config_file(str(ROOT / "configs" / "dreamtalk.py"), "released").model

@@ -17,7 +17,7 @@ compiled memory (arguments + temp + outputs, XLA's memory_analysis) and the proc
 On a shared machine wall time depends on the others' load: the CPU seconds this process used are reported
 too (on an idle machine, wall time is about CPU seconds / cores in use).
 
-What the optimised path does (models/mimictalk_a2m.py `sample` under one jit, sample/ode.py): the audio encoder,
+What the optimised path does (models/mimictalk/a2m.py `sample` under one jit, sample/ode.py): the audio encoder,
 the audio projection and resize, the prompt masking and the RoPE tables are computed once per clip, not per
 velocity call; both guidance branches are stacked into one batch of 2 per call; the ODE loop is a lax.scan
 (one compiled step). `--check_seconds` compares its output on a shorter clip (same weights, same initial noise)

@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax import base_config
-from mirrortalk_jax.models import pirenderer
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 from mirrortalk_jax.models.registry import create_model
 
 ROOT = Path(__file__).resolve().parents[1]

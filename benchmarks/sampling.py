@@ -107,7 +107,7 @@ def build_model(config, seed: int = 0):
     from flax import nnx
 
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-    from mirrortalk_jax.models import mirrortalk
+    from mirrortalk_jax.models.mirrortalk import generator as mirrortalk
 
     model = mirrortalk.MirrorTalk(config.model, SYNTHTALK_SPEC, nnx.Rngs(seed))
     # Away from the adaLN-Zero start (x0 = 0 whatever the input); timing is the same either way.
@@ -137,7 +137,7 @@ def main() -> None:
     from flax import nnx
 
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-    from mirrortalk_jax.models import mirrortalk
+    from mirrortalk_jax.models.mirrortalk import generator as mirrortalk
     from mirrortalk_jax.sample import diffusion as samplers
 
     counter = CompileCounter()

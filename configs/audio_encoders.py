@@ -21,7 +21,7 @@ layer both talking-head systems use) and the chunking of long audio (`chunk_fram
 import ml_collections
 
 from mirrortalk_jax import base_config
-from mirrortalk_jax.models.audio_encoders import config_from_hf
+from mirrortalk_jax.models.audio_encoders.wav2vec2 import config_from_hf
 
 _CONV = {"conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
          "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16, "layer_norm_eps": 1e-5,

@@ -36,7 +36,7 @@ def get_config(arg: str | None = None):
     m = config.model
     m.name = "mimictalk_a2m"
     m.mode = "icl_flow_matching"
-    # Architecture (models/mimictalk_a2m.py, models/icl_transformer.py).
+    # Architecture (models/mimictalk/a2m.py, models/mimictalk/icl_transformer.py).
     m.motion_dim = 0 if tiny else 64  # 0: the dataset's motion space
     m.audio_in_dim = 4 * 80 if tiny else 1024
     m.audio_rate = 1 if tiny else 2  # audio frames per motion frame

@@ -13,7 +13,7 @@ and `small` (the reference fixture's sizes: descriptor 24, max 16 channels, base
 import ml_collections
 
 from mirrortalk_jax import base_config
-from mirrortalk_jax.models import pirenderer
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
 SMALL_CONF = {
     "common": {"image_nc": 3, "descriptor_nc": 24, "max_nc": 16, "use_spect": False},

@@ -4,7 +4,7 @@ r"""SDSE stage 1: MirrorTalk's semantically disentangled style encoder, trained 
 
 Triplet loss on speakers (anchor: a reference clip, positive: a window of another utterance of the same
 speaker, negative: another speaker's window in the batch), plus HSIC and orthogonality terms that keep the
-style code free of speech content (see mirrortalk_jax/models/style_encoder.py).
+style code free of speech content (see mirrortalk_jax/models/mirrortalk/style_encoder.py).
 
 Variants: `tiny` (2-core CPU, about a minute; builds SynthTalk tiny if missing) and `default`. The paper's
 ablations are options after the variant: `configs/style_encoder.py:tiny,no_hsic` (also no_triplet,

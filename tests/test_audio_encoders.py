@@ -15,7 +15,7 @@ from mirrortalk_jax.convert import fixtures, hf_audio, name_map, run, sources
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.data import encoder_features as ef
 from mirrortalk_jax.data import sources as data_sources
-from mirrortalk_jax.models import audio_encoders
+from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders
 from tools import check_fixture, convert_hf_audio
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from flax import nnx
 
 import mirrortalk_jax.models  # noqa: F401  (eager sharding off)
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-from mirrortalk_jax.models.dit import DEFAULT_GATE_PRIOR, DiTDenoiser
+from mirrortalk_jax.models.mirrortalk.dit import DEFAULT_GATE_PRIOR, DiTDenoiser
 
 B, L, F, S = 2, 12, 20, 8
 

@@ -13,8 +13,8 @@ from mirrortalk_jax.data import audio_features, pipeline
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import sync
-from mirrortalk_jax.models import dreamtalk_lip_expert as lip
-from mirrortalk_jax.models import dreamtalk_style_predictor as predictor_lib
+from mirrortalk_jax.models.dreamtalk import lip_expert as lip
+from mirrortalk_jax.models.dreamtalk import style_predictor as predictor_lib
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.train import pretrained, trainer
 from mirrortalk_jax.train.mesh import DEFAULT_RULES
@@ -56,7 +56,7 @@ def test_configs_build_every_variant_with_annotated_params(name):
 @pytest.mark.parametrize("kind", ["dreamtalk", "sdse"])
 def test_lip_expert_style_sources_and_unconditional_variant(kind):
     if kind == "dreamtalk":
-        pytest.importorskip("mirrortalk_jax.models.dreamtalk")
+        pytest.importorskip("mirrortalk_jax.models.dreamtalk.denoiser")
     config = _config("dreamtalk_lip_expert")
     config.model.style_encoder.kind = kind
     model = nnx.eval_shape(lambda: _model(config))
@@ -253,7 +253,7 @@ def test_style_predictor_trains_on_a_frozen_style_encoder(tiny_dataset, lip_run,
 
 
 def test_generation_without_reference_feeds_the_denoiser_a_predicted_code():
-    pytest.importorskip("mirrortalk_jax.models.dreamtalk")
+    pytest.importorskip("mirrortalk_jax.models.dreamtalk.denoiser")
     from mirrortalk_jax.sample import dreamtalk as dreamtalk_sampling
 
     dt_config = _config("dreamtalk")

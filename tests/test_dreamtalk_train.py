@@ -11,7 +11,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.feature_windows import audio_windows_jax
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-from mirrortalk_jax.models import dreamtalk
+from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.sample import dreamtalk as dt
 from mirrortalk_jax.train import pretrained, trainer

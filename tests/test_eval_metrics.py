@@ -168,7 +168,7 @@ def test_retrieval_accuracy_on_a_constructed_example():
 
 
 def _encoder(max_frames=16):
-    from mirrortalk_jax.models.style_encoder import StyleEncoder
+    from mirrortalk_jax.models.mirrortalk.style_encoder import StyleEncoder
 
     return StyleEncoder(motion_dim=SYNTHTALK_SPEC.dim, hidden=16, num_layers=1, num_heads=2, mlp_dim=32,
                         num_slots=4, style_dim=8, content_dim=8, max_frames=max_frames, rngs=nnx.Rngs(0))

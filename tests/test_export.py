@@ -18,7 +18,7 @@ from mirrortalk_jax import cli, safe_paths
 from mirrortalk_jax.convert import pirenderer as convert_pir
 from mirrortalk_jax.convert import run
 from mirrortalk_jax.export import renderers, runtime
-from mirrortalk_jax.models import pirenderer
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dreamtalk_renderer"
 RUNTIME_FILES = (Path(runtime.__file__), Path(safe_paths.__file__))  # what a user copies next to their code

@@ -20,7 +20,7 @@ from mirrortalk_jax.data import encoder_features, video
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.generate import checkpoints, inputs
 from mirrortalk_jax.generate.dreamtalk import generate_dreamtalk
-from mirrortalk_jax.models import pirenderer
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 from mirrortalk_jax.models.registry import create_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ from safetensors.numpy import load_file, save_file
 
 from mirrortalk_jax.convert import fixtures, mimictalk, name_map, run, sources
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-from mirrortalk_jax.models import icl_transformer, mimictalk_a2m
+from mirrortalk_jax.models.mimictalk import icl_transformer
+from mirrortalk_jax.models.mimictalk import a2m as mimictalk_a2m
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.objectives import flow_matching, infill_masks
 from mirrortalk_jax.sample import ode
@@ -260,7 +261,7 @@ def test_sampling_prepends_the_prompt_and_compiles_once():
 
 
 def test_sync_loss_reaches_the_velocity_field():
-    from mirrortalk_jax.models.motion_expert import MotionExpert
+    from mirrortalk_jax.models.mirrortalk.motion_expert import MotionExpert
 
     config = _tiny()
     config.model.task.sync_weight = 0.5

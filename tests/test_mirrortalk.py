@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mirrortalk_jax.models import mirrortalk
+from mirrortalk_jax.models.mirrortalk import generator as mirrortalk
 from mirrortalk_jax.sample import diffusion as samplers
 from mirrortalk_jax.train import pretrained, trainer
 from mirrortalk_jax.train.metrics import read_metrics

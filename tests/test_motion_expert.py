@@ -13,7 +13,7 @@ from mirrortalk_jax.data import audio_features
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import sync
-from mirrortalk_jax.models import motion_expert
+from mirrortalk_jax.models.mirrortalk import motion_expert
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.mesh import DEFAULT_RULES

@@ -17,7 +17,9 @@ from safetensors.numpy import save_file
 from configs import pirenderer as pirenderer_configs
 from mirrortalk_jax.convert import converted, fixtures, name_map, run, sources
 from mirrortalk_jax.convert import pirenderer as convert_pir
-from mirrortalk_jax.models import image_layers, pirenderer, warp
+from mirrortalk_jax.models.nn import image_layers
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer
+from mirrortalk_jax.models.nn import warp
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dreamtalk_renderer"
 

@@ -14,7 +14,8 @@ from flax import nnx
 
 from mirrortalk_jax import base_config
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC, MotionSpec
-from mirrortalk_jax.models import layers, registry
+from mirrortalk_jax.models import registry
+from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.train import mesh as mesh_lib
 from mirrortalk_jax.train import sharding_guard, state as state_lib, trainer
 from tests.test_trainer import ROOT, _config
@@ -103,7 +104,7 @@ class _Unannotated(nnx.Module):
     """A regression model plus one big parameter without logical axes (a forgotten annotation)."""
 
     def __init__(self, config, spec, rngs):
-        from mirrortalk_jax.models.regression import AudioMotionRegressor
+        from mirrortalk_jax.models.baselines.regression import AudioMotionRegressor
         self.inner = AudioMotionRegressor(320, spec.dim, 16, 1, 3, rngs)
         self.table = nnx.Param(jnp.zeros((1024, 1024)))  # 4 MiB, no nnx.with_partitioning
         self.small = layers.param(rngs, nnx.initializers.zeros, (1024, 1024), ("embed", "mlp"))

@@ -14,8 +14,8 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
-from mirrortalk_jax.models import layers
-from mirrortalk_jax.models import style_encoder as se
+from mirrortalk_jax.models.nn import layers
+from mirrortalk_jax.models.mirrortalk import style_encoder as se
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.objectives import disentangle as dis
 from mirrortalk_jax.train import mesh as mesh_lib

@@ -20,7 +20,8 @@ from mirrortalk_jax import base_config
 from mirrortalk_jax.convert import name_map, run, sources
 from mirrortalk_jax.convert import syncnet as convert_syncnet
 from mirrortalk_jax.evaluate import lse, sync
-from mirrortalk_jax.models import registry, syncnet
+from mirrortalk_jax.models import registry
+from mirrortalk_jax.models.syncnet import model as syncnet
 from mirrortalk_jax.train import mesh as mesh_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -153,7 +153,7 @@ class _Flaky(nnx.Module):
     """Regression loss that is NaN on batches whose first window comes from an even clip (or always)."""
 
     def __init__(self, config, spec, rngs):
-        from mirrortalk_jax.models.regression import AudioMotionRegressor
+        from mirrortalk_jax.models.baselines.regression import AudioMotionRegressor
         self.inner = AudioMotionRegressor(320, spec.dim, 16, 1, 3, rngs)
         self.always = bool(config.always)
 

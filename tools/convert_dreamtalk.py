@@ -4,7 +4,7 @@
     python tools/convert_dreamtalk.py --denoiser ... --renderer renderer.pt --out ckpt/dreamtalk \
         [--renderer_config released]
 
-Writes OUT/denoiser (models.dreamtalk, from the `diff_net.*` tensors of `model_state_dict`) and, with
+Writes OUT/denoiser (models.dreamtalk.denoiser, from the `diff_net.*` tensors of `model_state_dict`) and, with
 --renderer, OUT/renderer (PIRenderer, from `net_G_ema`). Either file may be the original torch file (read with
 torch.load(weights_only=True); needs the `torch` extra) or a safetensors export of the same state dict.
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere: configs/ lives next to the p
 from mirrortalk_jax import base_config
 from mirrortalk_jax.convert import converted, dreamtalk, pirenderer
 from mirrortalk_jax.convert.sources import ConversionError
-from mirrortalk_jax.models import pirenderer as pirenderer_model
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer_model
 
 
 def model_config(spec: str):

@@ -23,7 +23,7 @@ from pathlib import Path
 def load_encoder(path: str):
     """(model, model config) from a converted checkpoint or a Hugging Face folder."""
     from mirrortalk_jax.convert import converted, hf_audio, run, sources
-    from mirrortalk_jax.models.audio_encoders import MODEL_TYPES
+    from mirrortalk_jax.models.audio_encoders.wav2vec2 import MODEL_TYPES
 
     if converted.is_converted(path):
         model, config, _ = run.load_converted(path)

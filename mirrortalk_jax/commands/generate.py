@@ -84,7 +84,7 @@ def _generate_dreamtalk(args) -> int:
     from mirrortalk_jax.generate import checkpoints, inputs
     from mirrortalk_jax.generate.dreamtalk import FPS, renderer_coefficients
     from mirrortalk_jax.generate.render import iter_frames
-    from mirrortalk_jax.models.dreamtalk_net import dims_from_config
+    from mirrortalk_jax.models.dreamtalk.net import dims_from_config
 
     if args.identity and not args.style_predictor:
         raise ValueError("--identity goes with --style_predictor (a style clip carries the style itself)")

@@ -1,4 +1,4 @@
-"""DreamTalk's denoiser checkpoint (`checkpoints/denoising_network.pth`) -> models.dreamtalk.DreamTalk.
+"""DreamTalk's denoiser checkpoint (`checkpoints/denoising_network.pth`) -> models.dreamtalk.denoiser.DreamTalk.
 
     tensors = read_denoiser("denoising_network.pth")          # torch (weights_only=True) or a safetensors export
     model = convert_model(tensors, configs.dreamtalk.get_config("released").model)
@@ -31,8 +31,8 @@ from flax import nnx
 from mirrortalk_jax.convert import fixtures, hooks, run, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
-from mirrortalk_jax.models import torch_compat
-from mirrortalk_jax.models.dreamtalk_net import dims_from_config
+from mirrortalk_jax.models.nn import torch_compat
+from mirrortalk_jax.models.dreamtalk.net import dims_from_config
 
 PREFIX = "diff_net."
 NESTING = ("model_state_dict",)
@@ -137,7 +137,7 @@ def read_denoiser(path: str | Path) -> dict[str, np.ndarray]:
 
 def convert_model(tensors: Mapping[str, np.ndarray], model_config: ml_collections.ConfigDict, *,
                   source: str = "checkpoint"):
-    """models.dreamtalk.DreamTalk of `model_config` with `tensors` (prefix stripped), fully validated."""
+    """models.dreamtalk.denoiser.DreamTalk of `model_config` with `tensors` (prefix stripped), fully validated."""
     return run.convert_model(tensors, rules(model_config), model_config, None, source=source)
 
 

@@ -1,4 +1,4 @@
-"""Hugging Face HuBERT / wav2vec 2.0 checkpoints -> `models.audio_encoders.SpeechEncoder`.
+"""Hugging Face HuBERT / wav2vec 2.0 checkpoints -> `models.audio_encoders.wav2vec2.SpeechEncoder`.
 
 One table serves both model types and both layer-norm arrangements: they share key names, and a key whose
 target the config does not build (a conv bias with conv_bias=False, a GroupNorm with feat_extract_norm="layer")
@@ -27,7 +27,7 @@ from flax import nnx
 from mirrortalk_jax.convert import fixtures, hooks, run, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
-from mirrortalk_jax.models import audio_encoders
+from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders
 
 _P = r"(?:(?:hubert|wav2vec2)\.)?"  # optional base-model prefix of *ForCTC / *ForPreTraining checkpoints
 _CONV = _P + r"feature_extractor\.conv_layers\.(\d+)\."

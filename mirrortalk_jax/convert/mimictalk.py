@@ -1,4 +1,4 @@
-"""MimicTalk ICS-A2M checkpoints (`InContextAudio2MotionModel`) -> models.mimictalk_a2m.MimicTalkA2M.
+"""MimicTalk ICS-A2M checkpoints (`InContextAudio2MotionModel`) -> models.mimictalk.a2m.MimicTalkA2M.
 
     tensors = read_checkpoint("checkpoints/240112_icl_audio2secc_vox2_cmlr/model_ckpt_steps_N.ckpt")
     model = run.convert_model(tensors, rules(config), config)      # config: config_from_tensors(tensors)
@@ -33,7 +33,7 @@ from flax import nnx
 
 from mirrortalk_jax.convert import fixtures, hooks, run, sources
 from mirrortalk_jax.convert.name_map import Rule
-from mirrortalk_jax.models import icl_transformer
+from mirrortalk_jax.models.mimictalk import icl_transformer
 from mirrortalk_jax.sample import ode
 
 FLOW_PREFIX = "backbone.icl_transformer_model."  # mode icl_flow_matching (the released checkpoint)

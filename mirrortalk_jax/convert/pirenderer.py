@@ -24,7 +24,7 @@ import numpy as np
 from mirrortalk_jax.convert import converted, fixtures, hooks, name_map, run, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
-from mirrortalk_jax.models import pirenderer
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
 NESTING = ("net_G_ema",)  # where the generator's state dict sits in renderer.pt
 

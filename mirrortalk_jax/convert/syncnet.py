@@ -1,11 +1,11 @@
-"""syncnet_python `syncnet_v2.model` (a flat state dict of `SyncNetModel.S`) -> models.syncnet.SyncNet.
+"""syncnet_python `syncnet_v2.model` (a flat state dict of `SyncNetModel.S`) -> models.syncnet.model.SyncNet.
 
     tensors = sources.read_tensors("syncnet_v2.model")           # torch file (weights_only=True) or safetensors
     model = run.convert_model(tensors, RULES, configs.syncnet.get_config("released").model)
 
 Source keys are `netcnnaud.<i>.*`, `netcnnlip.<i>.*` (i = position in the original nn.Sequential: conv at i, its
 BatchNorm at i + 1) and `netfcaud.{0,1,3}.*`, `netfclip.{0,1,3}.*`. The table below is generated from the tower
-layouts in models/syncnet.py, so the name map and the architecture cannot drift apart. BatchNorm
+layouts in models/syncnet/model.py, so the name map and the architecture cannot drift apart. BatchNorm
 `num_batches_tracked` counters are consumed and dropped (inference needs only the running statistics); the
 original's loader tolerates files without them, and so does this map (a rule with no target needs no key).
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from mirrortalk_jax.convert import fixtures, hooks, run, sources
 from mirrortalk_jax.convert.name_map import Rule
-from mirrortalk_jax.models import syncnet
+from mirrortalk_jax.models.syncnet import model as syncnet
 
 
 def _tower_rules(source: str, target: str, specs: tuple[syncnet.ConvSpec, ...]) -> tuple[Rule, ...]:

@@ -23,7 +23,7 @@ Windows of many clips are packed into batches of `batch_size`; window lengths co
 
 The encoder is passed in (this module never imports a model): any object with `hidden_state(x, layer, mask,
 group_norm_stats=)`, `first_conv_moments(x, valid)`, `num_frames(n)`, `receptive_field`, `hop`,
-`first_conv_geometry`, `first_conv_channels`, `group_norm` and `hidden_size` (models.audio_encoders.SpeechEncoder).
+`first_conv_geometry`, `first_conv_channels`, `group_norm` and `hidden_size` (models.audio_encoders.wav2vec2.SpeechEncoder).
 
 Layouts the talking-head models read (50 Hz rows h[0..N50), N50 = num_frames(samples)):
   `per_video_frame`   (T, 2 * H): video frame t = rows 2t and 2t+1 concatenated (a record's `audio_features`);

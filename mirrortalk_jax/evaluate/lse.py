@@ -34,7 +34,7 @@ import numpy as np
 import scipy.fft
 from flax import nnx
 
-from mirrortalk_jax.models import syncnet
+from mirrortalk_jax.models.syncnet import model as syncnet
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -165,7 +165,7 @@ class SyncNetEmbedder:
 
     Windows go through jitted towers in fixed-size chunks (`chunk` windows; the last one zero-padded), so a
     clip of any length compiles once and memory stays bounded (a 224x224 frame costs ~5 MB of activations in
-    the first lip conv). The lip tower runs on `chunk + 4` consecutive frames at a time (models.syncnet
+    the first lip conv). The lip tower runs on `chunk + 4` consecutive frames at a time (models.syncnet.model
     `lip_sequence`), which equals window-by-window evaluation.
     """
 
@@ -180,7 +180,7 @@ class SyncNetEmbedder:
         self._aud = jax.jit(lambda s, x: nnx.merge(graphdef, s).forward_aud(x))
         self._lipfeat = jax.jit(lambda s, x: nnx.merge(graphdef, s).forward_lipfeat(x))
 
-    # The original's three entry points, channels-last (see models/syncnet.py), as numpy.
+    # The original's three entry points, channels-last (see models/syncnet/model.py), as numpy.
     def forward_lip(self, lips: Any) -> np.ndarray:
         """(N, 5, 224, 224, 3) BGR 0..255 -> (N, E)."""
         return np.asarray(self._forward_lip(self._state, jnp.asarray(lips, jnp.float32)))

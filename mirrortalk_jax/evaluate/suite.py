@@ -231,7 +231,7 @@ def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool 
     All clips of a split go in one batch, so generation compiles once per split. `control` takes the
     reference from another speaker instead (StyleSim should then drop: the style path is used).
     """
-    from mirrortalk_jax.models import mirrortalk as mirrortalk_lib
+    from mirrortalk_jax.models.mirrortalk import generator as mirrortalk_lib
     from mirrortalk_jax.train import pretrained
     loaded = pretrained.load_model(run_dir)
     chunk = settings.chunk_frames or int(loaded.config.data.window_frames)
@@ -273,7 +273,7 @@ def ics_a2m(run_dir: str | os.PathLike, settings: Settings, *, control: bool = F
     clip as the style prompt, its motion and its own audio prepended in time as the original does at inference;
     the run's `eval_sampling` settings (ODE grid, guidance on the prompt, temperature). Frames past a clip's end
     are masked out of attention (frame_mask), so batching clips of different lengths changes nothing."""
-    from mirrortalk_jax.models import mimictalk_a2m
+    from mirrortalk_jax.models.mimictalk import a2m as mimictalk_a2m
     from mirrortalk_jax.train import pretrained
     loaded = pretrained.load_model(run_dir)
     model = loaded.model
@@ -332,7 +332,7 @@ def draw(motion: np.ndarray, clip: Clip, image_size: int) -> np.ndarray:
 
 def score(preds: Sequence[np.ndarray], split: Split, judges: Judges, settings: Settings) -> dict[str, float]:
     """Every metric of the table for one method on one split, averaged over clips (FID over all frames)."""
-    from mirrortalk_jax.models.motion_expert import sync_offset_confidence
+    from mirrortalk_jax.models.mirrortalk.motion_expert import sync_offset_confidence
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 
     clips = split.clips

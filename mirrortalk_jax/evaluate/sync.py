@@ -16,7 +16,7 @@ lower-face motion) and any other audio-visual embedding pair:
 Embeddings come from any `Embedder`: a callable (video, audio) -> (video_emb, audio_emb), both (n, E) with row i
 of each embedding the same frame span. `clip_sync` runs one on a clip. The SyncNet one (literature-comparable
 LSE-C / LSE-D on face crops + MFCC, with syncnet_python's exact windowing) is evaluate.lse.SyncNetEmbedder; the
-motion expert (motion windows + audio features) has its front end in models.motion_expert.sync_offset_confidence.
+motion expert (motion windows + audio features) has its front end in models.mirrortalk.motion_expert.sync_offset_confidence.
 
 The zero padding is part of the procedure: near the ends, offsets that fall outside the audio compare the video
 embedding with a zero vector (distance = its norm). We keep it so the numbers match syncnet_python.

@@ -29,7 +29,7 @@ from mirrortalk_jax.export.artifact import (
 
 def pirenderer_spec(config: ml_collections.ConfigDict, image_size: tuple[int, int]) -> ExportSpec:
     """PIRenderer (DreamTalk's renderer): portrait + per-frame 27-frame motion windows -> rendered frames."""
-    from mirrortalk_jax.models import pirenderer
+    from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
     h, w = image_size
     window = 2 * pirenderer.SEMANTIC_RADIUS + 1

@@ -8,7 +8,7 @@ and watermark): speech-encoder rows + a speaking style + head pose -> expression
     video.write_mp4("out.mp4", render.iter_frames(renderer, image, coefficients), FPS, audio=wav, sample_rate=16000)
 
 Style: a reference clip's expression (the original's way), or, without one, a style code sampled by a trained
-style predictor (models/dreamtalk_style_predictor.py; DreamTalk never released one) from the audio and the
+style predictor (models/dreamtalk/style_predictor.py; DreamTalk never released one) from the audio and the
 speaker's identity. Pose is not generated (neither by the original): it is read from a file, else frontal.
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 
 from mirrortalk_jax.generate import inputs
 from mirrortalk_jax.generate.render import render_frames
-from mirrortalk_jax.models.dreamtalk import DreamTalk
-from mirrortalk_jax.models.pirenderer import PIRenderer
+from mirrortalk_jax.models.dreamtalk.denoiser import DreamTalk
+from mirrortalk_jax.models.pirenderer.renderer import PIRenderer
 
 FPS = 25.0  # the original renders and muxes at 25 fps; the denoiser's rows come at FPS * audio_stride Hz
 
@@ -67,7 +67,7 @@ def generate_motion(denoiser: DreamTalk, audio_rows: np.ndarray, *, style_clip: 
     guidance: classifier-free guidance scale (1.0, the original's default, equals the conditional pass; None:
     off). DDIM with `steps` steps, noise from `seed`.
     """
-    from mirrortalk_jax.models import dreamtalk_style_predictor as style_lib
+    from mirrortalk_jax.models.dreamtalk import style_predictor as style_lib
 
     audio_rows = np.asarray(audio_rows, np.float32)
     width, stride = denoiser.dims.audio_dim, denoiser.audio_stride

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.models import pirenderer
+from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
 
 def image_to_model(image: np.ndarray) -> np.ndarray:

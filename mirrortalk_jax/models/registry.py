@@ -23,18 +23,18 @@ Factory = Callable[[Any, MotionSpec, nnx.Rngs], nnx.Module]
 _FACTORIES: dict[str, Factory] = {}
 # Model name -> module that registers it; only the module of the requested model is imported.
 _MODULES = {
-    "audio_regression": "mirrortalk_jax.models.regression",
-    "motion_expert": "mirrortalk_jax.models.motion_expert",
-    "style_encoder": "mirrortalk_jax.models.style_encoder",
-    "mirrortalk": "mirrortalk_jax.models.mirrortalk",
-    "dreamtalk": "mirrortalk_jax.models.dreamtalk",
-    "dreamtalk_lip_expert": "mirrortalk_jax.models.dreamtalk_lip_expert",
-    "dreamtalk_style_predictor": "mirrortalk_jax.models.dreamtalk_style_predictor",
-    "pirenderer": "mirrortalk_jax.models.pirenderer",
-    "syncnet": "mirrortalk_jax.models.syncnet",
-    "mimictalk_a2m": "mirrortalk_jax.models.mimictalk_a2m",
-    "hubert": "mirrortalk_jax.models.audio_encoders",
-    "wav2vec2": "mirrortalk_jax.models.audio_encoders",
+    "audio_regression": "mirrortalk_jax.models.baselines.regression",
+    "motion_expert": "mirrortalk_jax.models.mirrortalk.motion_expert",
+    "style_encoder": "mirrortalk_jax.models.mirrortalk.style_encoder",
+    "mirrortalk": "mirrortalk_jax.models.mirrortalk.generator",
+    "dreamtalk": "mirrortalk_jax.models.dreamtalk.denoiser",
+    "dreamtalk_lip_expert": "mirrortalk_jax.models.dreamtalk.lip_expert",
+    "dreamtalk_style_predictor": "mirrortalk_jax.models.dreamtalk.style_predictor",
+    "pirenderer": "mirrortalk_jax.models.pirenderer.renderer",
+    "syncnet": "mirrortalk_jax.models.syncnet.model",
+    "mimictalk_a2m": "mirrortalk_jax.models.mimictalk.a2m",
+    "hubert": "mirrortalk_jax.models.audio_encoders.wav2vec2",
+    "wav2vec2": "mirrortalk_jax.models.audio_encoders.wav2vec2",
 }
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models.dit import DiTDenoiser
+from mirrortalk_jax.models.mirrortalk.dit import DiTDenoiser
 from mirrortalk_jax.models.registry import create_model, register
 from mirrortalk_jax.objectives import diffusion
 from mirrortalk_jax.sample import diffusion as samplers

@@ -4,7 +4,7 @@ An exact port of `modules/audio2motion/cfm/` of yerfor/MimicTalk (`InContextAudi
 `icl_flow_matching`), plus the training task the original never released (configs/mimictalk_a2m.py):
 
   audio (B, Ta, F) at r x the motion rate --conv-BN-GELU-conv--> features [| pitch | blink | mouth-amp]
-      --> models/icl_transformer.py: velocity v(x_t, t | audio, prompt) (B, T, M), T = Ta // r
+      --> models/mimictalk/icl_transformer.py: velocity v(x_t, t | audio, prompt) (B, T, M), T = Ta // r
 
 The in-context prompt is a clip of the target speaker (motion + its audio) prepended in time; the model
 predicts the frames after it, which is how it picks up a speaking style without fine-tuning. Sampling
@@ -27,8 +27,8 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models.icl_transformer import InContextTransformer
-from mirrortalk_jax.models.layers import fan_in_normal, param, scaled_normal
+from mirrortalk_jax.models.mimictalk.icl_transformer import InContextTransformer
+from mirrortalk_jax.models.nn.layers import fan_in_normal, param, scaled_normal
 from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.objectives import flow_matching, infill_masks
 from mirrortalk_jax.sample import ode

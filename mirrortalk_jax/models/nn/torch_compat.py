@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.models.layers import dense, fan_in_normal, param
+from mirrortalk_jax.models.nn.layers import dense, fan_in_normal, param
 
 # A finite "minus infinity" for ignored keys: exp(_MASKED - max) is exactly 0 in float32, as with PyTorch's
 # -inf, but a row whose keys are all ignored gets a uniform softmax instead of NaN.

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mirrortalk_jax.models import layers
+from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.registry import register
 
 BATCHNORM_EPS = 1e-5

@@ -5,7 +5,7 @@ Renders a portrait under new 3DMM motion: a MappingNet turns a 27-frame window o
 resolution and warps the source image with it; an EditingNet (encoder + AdaIN residual decoder) repairs the warped
 image into the final frame. Numerics follow the original (`generators/face_model.py`, `base_function.py`,
 `flow_util.py` of ali-vilab/dreamtalk): LeakyReLU 0.1, InstanceNorm/LayerNorm2d eps 1e-5, torch's grid_sample
-and resize conventions (models/warp.py). Layouts: images (B, H, W, 3) in [-1, 1]; motion windows (B, 27, 73).
+and resize conventions (models/nn/warp.py). Layouts: images (B, H, W, 3) in [-1, 1]; motion windows (B, 27, 73).
 
     model = create_model(configs.pirenderer.get_config("released").model, None, nnx.Rngs(0))
     out = model(source_image, driving_source)        # dict: descriptor, hourglass_out, flow_field, warp_image, fake_image
@@ -26,8 +26,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.models import image_layers as il
-from mirrortalk_jax.models import warp
+from mirrortalk_jax.models.nn import image_layers as il
+from mirrortalk_jax.models.nn import warp
 from mirrortalk_jax.models.registry import register
 
 LEAKY_SLOPE = 0.1  # nn.LeakyReLU(0.1) everywhere in the renderer

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from mirrortalk_jax.models.layers import dense, fan_in_normal
+from mirrortalk_jax.models.nn.layers import dense, fan_in_normal
 
 Axes = tuple[str | None, str | None]
 _DIMS = ("NHWC", "HWIO", "NHWC")

@@ -31,10 +31,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models import layers
-from mirrortalk_jax.models.dreamtalk_lip_expert import build_style_encoder, source_model, style_code_of, style_width
+from mirrortalk_jax.models.nn import layers
+from mirrortalk_jax.models.dreamtalk.lip_expert import build_style_encoder, source_model, style_code_of, style_width
 from mirrortalk_jax.models.registry import register
-from mirrortalk_jax.models.style_encoder import EncoderLayer, freeze
+from mirrortalk_jax.models.mirrortalk.style_encoder import EncoderLayer, freeze
 from mirrortalk_jax.objectives import diffusion
 from mirrortalk_jax.sample import diffusion as samplers
 
@@ -242,7 +242,7 @@ def generate_without_reference(predictor: DreamTalkStylePredictor, denoiser: nnx
     DreamTalk denoiser generates with it as its `ready_style_code`.
 
     predictor inputs: audio_features (B, L, F) per-frame features, audio_mask (B, L), reference_landmarks
-    (B, K, 3) (the identity frame). denoiser: a `dreamtalk` model (models.dreamtalk.DreamTalk: its audio
+    (B, K, 3) (the identity frame). denoiser: a `dreamtalk` model (models.dreamtalk.denoiser.DreamTalk: its audio
     standardisation, windows, schedule and guidance scale apply) or its bare network (DreamTalkDenoiser).
     denoiser_audio: the denoiser's audio when it differs from the predictor's, e.g. wav2vec2 rows; for the
     model, per-frame features (B, L, stride * F) as its batches carry them; for a bare network, windows
@@ -250,7 +250,8 @@ def generate_without_reference(predictor: DreamTalkStylePredictor, denoiser: nnx
     network as one row per frame, DreamTalk's win_size 5). `sample_kwargs` go to `sample.dreamtalk.sample`
     (num_steps, guidance_scale, chunk_frames, ...). Returns (motion (B, L, M), style code (B, S)).
     """
-    from mirrortalk_jax.models import dreamtalk, dreamtalk_net
+    from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
+    from mirrortalk_jax.models.dreamtalk import net as dreamtalk_net
     from mirrortalk_jax.sample import dreamtalk as dreamtalk_sampling
 
     audio = audio_features if denoiser_audio is None else denoiser_audio

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.models.layers import Frozen, fan_in_normal, param, scaled_normal
+from mirrortalk_jax.models.nn.layers import Frozen, fan_in_normal, param, scaled_normal
 
 _NEG_MAX = float(np.finfo(np.float32).min)  # the original's masked_fill(-finfo.max)
 _init = nnx.with_partitioning

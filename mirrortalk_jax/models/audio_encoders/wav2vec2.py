@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mirrortalk_jax.models import layers
+from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.registry import register
 
 MODEL_TYPES = ("hubert", "wav2vec2")

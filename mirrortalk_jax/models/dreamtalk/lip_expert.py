@@ -30,8 +30,8 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models import layers
-from mirrortalk_jax.models.motion_expert import sample_sync_pairs, sequence_windows
+from mirrortalk_jax.models.nn import layers
+from mirrortalk_jax.models.mirrortalk.motion_expert import sample_sync_pairs, sequence_windows
 from mirrortalk_jax.models.registry import register
 
 SIMILARITIES = ("affine", "relu")
@@ -61,7 +61,7 @@ def _bare_dreamtalk_encoder(model: nnx.Module) -> nnx.Module | None:
     """The port's style encoder when `model` is DreamTalk's bare network or bare style encoder (both take a pad
     mask, True = padded frame); None otherwise."""
     try:
-        from mirrortalk_jax.models import dreamtalk_net  # only when present
+        from mirrortalk_jax.models.dreamtalk import net as dreamtalk_net  # only when present
     except ImportError:
         return None
     if isinstance(model, dreamtalk_net.DreamTalkDenoiser):
@@ -96,19 +96,19 @@ def style_width(model: nnx.Module, motion_dim: int) -> int:
 def build_style_encoder(config, spec: MotionSpec, rngs: nnx.Rngs) -> tuple[nnx.Module, int]:
     """A fresh style encoder from `config` (kind "dreamtalk" or "sdse") and its code width S.
 
-    "dreamtalk": the DreamTalk denoiser's own architecture (models.dreamtalk.StyleEncoder: linear, sinusoid
+    "dreamtalk": the DreamTalk denoiser's own architecture (models.dreamtalk.denoiser.StyleEncoder: linear, sinusoid
     positions, post-norm encoder layers, self-attention pooling), as the paper gives the expert; "sdse":
-    MirrorTalk's style encoder (models.style_encoder), memory bank off unless num_slots > 0.
+    MirrorTalk's style encoder (models.mirrortalk.style_encoder), memory bank off unless num_slots > 0.
     """
     kind = config.get("kind", "dreamtalk")
     if kind == "dreamtalk":
-        from mirrortalk_jax.models import dreamtalk  # only when asked for
+        from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk  # only when asked for
 
         encoder = dreamtalk.StyleEncoder(spec.dim, int(config.hidden), int(config.num_heads), int(config.mlp_dim),
                                          int(config.num_layers), int(config.max_frames), rngs=rngs)
         return encoder, int(config.hidden)
     if kind == "sdse":
-        from mirrortalk_jax.models.style_encoder import StyleEncoder
+        from mirrortalk_jax.models.mirrortalk.style_encoder import StyleEncoder
 
         encoder = StyleEncoder(motion_dim=spec.dim, hidden=config.hidden, num_layers=config.num_layers,
                                num_heads=config.num_heads, mlp_dim=config.mlp_dim,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models import layers
+from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.objectives import disentangle
 
@@ -114,7 +114,7 @@ class StyleEncoder(nnx.Module):
 
 
 class ContentEncoder(Protocol):
-    """What SDSE's losses need from a content encoder (e.g. models.motion_expert's pretrained expert)."""
+    """What SDSE's losses need from a content encoder (e.g. models.mirrortalk.motion_expert's pretrained expert)."""
 
     def content_embedding(self, audio_features: jax.Array, mask: jax.Array) -> jax.Array:
         """(B, L, F), (B, L) bool -> (B, E)."""

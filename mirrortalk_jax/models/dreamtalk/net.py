@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.models import torch_compat as tc
-from mirrortalk_jax.models.layers import dense
+from mirrortalk_jax.models.nn import torch_compat as tc
+from mirrortalk_jax.models.nn.layers import dense
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,9 +33,9 @@ from flax import nnx
 
 from mirrortalk_jax.data.feature_windows import audio_windows_jax
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models import dreamtalk_lip_expert as lip
-from mirrortalk_jax.models import dreamtalk_net
-from mirrortalk_jax.models.dreamtalk_net import DreamTalkDenoiser, dims_from_config
+from mirrortalk_jax.models.dreamtalk import lip_expert as lip
+from mirrortalk_jax.models.dreamtalk import net as dreamtalk_net
+from mirrortalk_jax.models.dreamtalk.net import DreamTalkDenoiser, dims_from_config
 from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.sample import dreamtalk as dt_sample
 

@@ -22,7 +22,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.evaluate import sync
-from mirrortalk_jax.models import layers
+from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.registry import register
 
 class WindowEncoder(nnx.Module):
@@ -66,7 +66,7 @@ def sample_sync_pairs(batch: dict[str, jax.Array], rng: jax.Array, *, window: in
                       category_probs: tuple[float, float, float, float], near_shift: tuple[int, int],
                       far_shift: tuple[int, int]):
     """Random (motion window, audio window) pairs, P = pairs_per_clip per batch element, all inside the valid
-    frames. Shared by every sync expert (models.motion_expert, models.dreamtalk_lip_expert).
+    frames. Shared by every sync expert (models.mirrortalk.motion_expert, models.dreamtalk.lip_expert).
 
     Categories are drawn with `category_probs` = (aligned, near shift, far shift, other clip); shifts are
     inclusive (min, max) frame ranges, either direction. A shift larger than the clip allows is clipped to

@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models import layers
+from mirrortalk_jax.models.nn import layers
 
 # Gate logits at initialisation, (audio, style) per region: sigmoid(2) = 0.88, sigmoid(-2) = 0.12.
 DEFAULT_GATE_PRIOR = {"lower": (2.0, -2.0), "upper": (-2.0, 2.0), "eyes": (-2.0, 2.0), "pose": (0.0, 2.0)}

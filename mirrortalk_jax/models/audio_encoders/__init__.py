@@ -1,0 +1,1 @@
+"""HuBERT and wav2vec 2.0 speech encoders (Hugging Face layouts)."""

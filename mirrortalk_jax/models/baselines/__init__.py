@@ -1,0 +1,1 @@
+"""Baselines the evaluation compares against."""

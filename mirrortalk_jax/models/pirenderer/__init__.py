@@ -1,0 +1,1 @@
+"""PIRenderer as DreamTalk ships it."""

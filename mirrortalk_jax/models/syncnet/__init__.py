@@ -1,0 +1,1 @@
+"""SyncNet (syncnet_python), the LSE judge."""
