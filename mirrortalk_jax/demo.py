@@ -165,7 +165,7 @@ def parse_steps(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def _finished_step(run_dir: Path) -> int | None:
-    from mirrortalk_jax.train import checkpointing
+    from mirrortalk_jax.runs import checkpointing
     if not (run_dir / "checkpoints").is_dir():
         return None
     ckpt = checkpointing.Checkpointer(run_dir / "checkpoints", async_save=False)
@@ -218,7 +218,7 @@ def run(settings: DemoSettings, log=print) -> dict[str, Path]:
     """The whole demo; returns the paths of what it wrote."""
     from mirrortalk_jax.data.synthtalk import builder
     from mirrortalk_jax.evaluate import plots, results_table, style_similarity, suite
-    from mirrortalk_jax.train import pretrained
+    from mirrortalk_jax.runs import loader
 
     total = time.perf_counter()
     workdir = Path(settings.workdir).expanduser()
@@ -239,10 +239,10 @@ def run(settings: DemoSettings, log=print) -> dict[str, Path]:
 
     start = time.perf_counter()
     log("evaluating: loading the held-out splits and the trained runs")
-    generator = pretrained.load_config(runs_dir / "mirrortalk")[0]
+    generator = loader.stored_model(runs_dir / "mirrortalk").config
     splits = [suite.load_split(dataset_dir, name, generator.data.audio_feature, int(generator.data.reference_frames),
                                max_clips=settings.max_clips) for name in settings.splits]
-    judges = suite.Judges(expert=pretrained.load_model(runs_dir / "motion_expert").model,
+    judges = suite.Judges(expert=loader.load_model(runs_dir / "motion_expert").model,
                           style=style_similarity.StyleEvaluator.from_run(runs_dir / "style_judge",
                                                                          generator_config=generator))
     methods = methods_for(dataset_dir, runs_dir, settings, eval_settings)

@@ -10,8 +10,10 @@ import pytest
 import soundfile
 from safetensors.numpy import load_file, save_file
 
+from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import base_config, cli
-from mirrortalk_jax.convert import fixtures, hf_audio, name_map, run, sources
+from mirrortalk_jax.convert import fixtures, hf_audio, name_map, sources
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.data import encoder_features as ef
 from mirrortalk_jax.data import sources as data_sources
@@ -75,7 +77,7 @@ def test_a_wrong_weight_fails_the_fixture_check(tmp_path):
 @pytest.mark.parametrize("folder,variant", MANIFESTS, ids=lambda x: getattr(x, "name", x))
 def test_full_size_manifest_fills_the_released_model_exactly(folder, variant):
     config = base_config.load_config_file(str(ROOT / "configs" / "audio_encoders.py"), variant).model
-    abstract = name_map.abstract_variables(run.builder(config, None))
+    abstract = abstract_variables(builder(config, None))
     manifest = json.loads((folder / "manifest_full.json").read_text())["keys"]
     name_map.check_manifest(manifest, hf_audio.RULES, abstract)  # every key used, every param filled, shapes equal
     heads = ("lm_head.weight", "lm_head.bias", f"{config.name}.masked_spec_embed")  # consumed, not ported
@@ -143,7 +145,8 @@ def test_ctc_prefix_heads_and_weight_norm_spellings_convert_to_the_same_model():
 def test_converted_checkpoint_stores_the_config_and_reloads(tmp_path, capsys):
     assert convert_hf_audio.main(["--hf_dir", str(W2V_POST), "--out", str(tmp_path / "ckpt")]) == 0
     assert "wav2vec2, 2 layers x 32, post-LN, group-norm conv encoder" in capsys.readouterr().out
-    model, config, spec = run.load_converted(tmp_path / "ckpt")
+    loaded = loader.load_model(tmp_path / "ckpt")
+    model, config, spec = loaded.model, loaded.model_config, loaded.spec
     assert spec is None and config.to_dict() == audio_encoders.config_from_hf(_hf(W2V_POST)[0]).to_dict()
     direct = _flat(_model(W2V_POST))
     assert all(np.array_equal(value, direct[key]) for key, value in _flat(model).items())

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mirrortalk_jax.train import checkpointing, metrics, trainer
+from mirrortalk_jax.runs import checkpointing
+from mirrortalk_jax.train import metrics, trainer
 from mirrortalk_jax.train.metrics import read_metrics
 from tests.test_trainer import _config
 

@@ -9,10 +9,12 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
-from mirrortalk_jax.convert import converted, hooks, name_map, run, sources
+from mirrortalk_jax.models import abstract
+from mirrortalk_jax.convert import hooks, name_map, pipeline, sources
+from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC as MOTION_SPEC
-from mirrortalk_jax.train import pretrained
+from mirrortalk_jax.runs import loader
 from configs import synthtalk_regression
 
 
@@ -72,7 +74,7 @@ def build():
 
 def test_convert_matches_reference_forward():
     t = _torch_like()
-    model = name_map.merge(build, name_map.convert(t, RULES, name_map.abstract_variables(build)))
+    model = abstract.merge(build, name_map.convert(t, RULES, abstract.abstract_variables(build)))
     x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
     np.testing.assert_allclose(model(x), _reference(t, x), rtol=1e-5, atol=1e-5)
 
@@ -83,7 +85,7 @@ def test_every_problem_is_listed_in_one_error():
     del t["blocks.1.bias"]
     t["proj.weight"] = np.zeros((4, 6), np.float32)
     with pytest.raises(sources.ConversionError) as e:
-        name_map.convert(t, RULES, name_map.abstract_variables(build), source="toy.safetensors")
+        name_map.convert(t, RULES, abstract.abstract_variables(build), source="toy.safetensors")
     msg = str(e.value)
     assert "toy.safetensors" in msg and "stray.weight" in msg and "layers/1/bias" in msg
     assert "proj.weight -> proj/kernel: (6, 4) vs expected (4, 6)" in msg
@@ -93,15 +95,15 @@ def test_buffer_check_refuses_other_settings():
     t = _torch_like()
     t["table"] = np.arange(5.0) * 2
     with pytest.raises(sources.ConversionError, match="buffer table differs"):
-        name_map.convert(t, RULES, name_map.abstract_variables(build))
+        name_map.convert(t, RULES, abstract.abstract_variables(build))
 
 
 def test_manifest_check_uses_shapes_only():
     manifest = [{"key": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in _torch_like().items()]
-    name_map.check_manifest(manifest, RULES, name_map.abstract_variables(build))
+    name_map.check_manifest(manifest, RULES, abstract.abstract_variables(build))
     manifest[0]["shape"] = [7, 4]
     with pytest.raises(sources.ConversionError, match="shape mismatches"):
-        name_map.check_manifest(manifest, RULES, name_map.abstract_variables(build))
+        name_map.check_manifest(manifest, RULES, abstract.abstract_variables(build))
 
 
 def test_readers(tmp_path):
@@ -164,19 +166,19 @@ def test_torch_file_without_torch_names_the_extra(tmp_path):
 
 
 def test_converted_checkpoint_loads_like_a_run(tmp_path):
-    """A registry model converted from 'foreign' tensors loads through train.pretrained.load_model."""
+    """A registry model converted from 'foreign' tensors loads through train.loader.load_model."""
     config = synthtalk_regression.get_config("tiny").model
-    model = run.builder(config, MOTION_SPEC)()
+    model = abstract.builder(config, MOTION_SPEC)()
     variables = nnx.state(model, nnx.Not(nnx.RngState))
     flat = {name_map.path_str(p).replace("/", "."): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(variables)}
     rules = tuple(Rule(k.replace(".", r"\."), k.replace(".", "/")) for k in flat)
-    out = run.convert_to_checkpoint(flat, rules, config, tmp_path / "conv", MOTION_SPEC, source="foreign")
-    loaded = pretrained.load_model(out)
+    out = pipeline.convert_to_checkpoint(flat, rules, config, tmp_path / "conv", MOTION_SPEC, source="foreign")
+    loaded = loader.load_model(out)
     assert loaded.step == 0 and loaded.config.model.name == "audio_regression" and loaded.spec == MOTION_SPEC
     for path, var in nnx.to_flat_state(nnx.state(loaded.model, nnx.Not(nnx.RngState))):
         np.testing.assert_array_equal(var.get_value(), flat[name_map.path_str(path).replace("/", ".")])
     with pytest.raises(FileExistsError):
         converted.save(out, variables, model_config=config)
     bigger = synthtalk_regression.get_config("default").model
-    with pytest.raises(sources.ConversionError, match="does not fit the model"):
-        converted.restore(out, name_map.abstract_variables(run.builder(bigger, MOTION_SPEC)))
+    with pytest.raises(converted.CheckpointError, match="does not fit the model"):
+        converted.restore(out, abstract.abstract_variables(abstract.builder(bigger, MOTION_SPEC)))

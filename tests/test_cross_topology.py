@@ -15,7 +15,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.sources import ClipSource
-from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, trainer
+from mirrortalk_jax.runs import checkpointing
+from mirrortalk_jax.train import mesh as mesh_lib, trainer
 from mirrortalk_jax.train.metrics import read_metrics
 from tests.test_multiprocess import _env
 from tests.test_trainer import ROOT, _config, _params

@@ -17,8 +17,10 @@ import pytest
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
+from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax.convert import dreamtalk as convert_dt
-from mirrortalk_jax.convert import fixtures, name_map, run
+from mirrortalk_jax.convert import fixtures, name_map
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.data.feature_windows import audio_windows, audio_windows_jax
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
@@ -87,7 +89,7 @@ def _manifest():
 
 def test_released_manifest_fills_the_released_config_exactly():
     config = _load_config("configs/dreamtalk.py", "released").model
-    abstract = name_map.abstract_variables(run.builder(config, None))
+    abstract = abstract_variables(builder(config, None))
     manifest, entries = _manifest()
     assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(abstract)) == manifest["num_params"] == 11_857_729
     assert len(entries) == manifest["num_tensors"] == 224
@@ -101,8 +103,8 @@ def test_released_manifest_fills_the_released_config_exactly():
         name_map.check_manifest(broken, convert_dt.rules(config), abstract)
     tiny = _load_config("configs/dreamtalk.py", "tiny").model
     with pytest.raises((ConversionError, ValueError)):
-        name_map.check_manifest(entries, convert_dt.rules(config), name_map.abstract_variables(
-            run.builder(tiny, SYNTHTALK_SPEC)))
+        name_map.check_manifest(entries, convert_dt.rules(config), abstract_variables(
+            builder(tiny, SYNTHTALK_SPEC)))
 
 
 def test_corrupted_and_mismatched_checkpoints_raise(tmp_path):
@@ -234,7 +236,8 @@ def test_convert_tool_writes_all_or_nothing(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["empty", "out"]
     assert sorted(os.listdir(tmp_path / "empty")) == ["denoiser", "renderer"]
     for part, name in (("denoiser", "dreamtalk"), ("renderer", "pirenderer")):
-        _, config, _ = run.load_converted(tmp_path / "empty" / part)
+        loaded = loader.load_model(tmp_path / "empty" / part)
+        config = loaded.model_config
         assert config.name == name
 
 
@@ -242,7 +245,8 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):
     tool = _tool("convert_dreamtalk")
     assert tool.main(["--denoiser", os.path.join(FIXTURE, "weights.safetensors"), "--out", str(tmp_path / "ckpt"),
                       "--config", os.path.join(FIXTURE, "config.json")]) == 0
-    model, config, _ = run.load_converted(tmp_path / "ckpt" / "denoiser")
+    loaded = loader.load_model(tmp_path / "ckpt" / "denoiser")
+    model, config = loaded.model, loaded.model_config
     assert config.d_model == 32 and config.decoder.num_layers == 2 and config.name == "dreamtalk"
     io = _io()
     inputs = [jnp.asarray(io[f"f2_{k}"]) for k in ("x_t", "t", "audio", "style_clip", "style_pad_mask")]

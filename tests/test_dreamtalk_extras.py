@@ -15,8 +15,10 @@ from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import sync
 from mirrortalk_jax.models.dreamtalk import lip_expert as lip
 from mirrortalk_jax.models.dreamtalk import style_predictor as predictor_lib
+from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.registry import create_model
-from mirrortalk_jax.train import pretrained, trainer
+from mirrortalk_jax.runs import loader
+from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.mesh import DEFAULT_RULES
 from mirrortalk_jax.train.metrics import read_metrics
 
@@ -62,7 +64,7 @@ def test_lip_expert_style_sources_and_unconditional_variant(kind):
     model = nnx.eval_shape(lambda: _model(config))
     names = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     assert any(n.startswith("style_source/") for n in names)
-    assert model.frozen_subtrees == () and model.pretrained_subtrees == {}  # trained jointly
+    assert registry.frozen_subtrees(model) == ()  # trained jointly
     config.model.conditional = False
     model = nnx.eval_shape(lambda: _model(config))
     names = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -149,7 +151,7 @@ def test_style_predictor_pieces():
 
 def test_style_code_of_needs_a_style_encoder():
     with pytest.raises(TypeError, match="no style encoder"):
-        lip.style_code_of(_model(_config("motion_expert")), None, None, check_only=True)
+        lip.style_code_of(_model(_config("motion_expert")), jnp.zeros((1, 8, 18)), jnp.ones((1, 8), bool))
 
 
 # ----- The pipeline's cross-clip identity input -----
@@ -198,7 +200,7 @@ def test_lip_expert_separates_in_sync_from_shifted_on_heldout_sentences(tiny_dat
     losses = [m["train/loss"] for m in metrics]
     assert len(losses) == 80 and all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.85 * np.mean(losses[:10])
-    model = pretrained.load_model(lip_run).model
+    model = loader.load_model(lip_run).model
     train, heldout = ClipSource(tiny_dataset, "train"), ClipSource(tiny_dataset, "heldout_sentences")
     # Style of each held-out clip: a training clip of the same speaker (as the pipeline's reference).
     reference = {int(train[i]["speaker_index"]): train[i]["motion"][:48] for i in range(len(train))}
@@ -242,7 +244,7 @@ def test_style_predictor_trains_on_a_frozen_style_encoder(tiny_dataset, lip_run,
     losses = [m["train/loss"] for m in read_metrics(tmp_path)]
     assert len(losses) == 30 and all(np.isfinite(losses))
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:8]), losses
-    expert = nnx.state(pretrained.load_model(lip_run).model, nnx.Param)
+    expert = nnx.state(loader.load_model(lip_run).model, nnx.Param)
     got = jax.tree.leaves(state.params["style_source"])
     assert len(got) == len(jax.tree.leaves(expert)) > 0
     for a, b in zip(got, jax.tree.leaves(expert)):

@@ -12,9 +12,11 @@ from flax import nnx
 from mirrortalk_jax.data.feature_windows import audio_windows_jax
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
+from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.sample import dreamtalk as dt
-from mirrortalk_jax.train import pretrained, trainer
+from mirrortalk_jax.runs import loader
+from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.metrics import read_metrics
 from tests.test_trainer import _load_config
 
@@ -149,14 +151,10 @@ def _with_expert(config, run, weight=0.5):
     return config
 
 
-@pytest.fixture
-def runs_are_configs(monkeypatch):
-    """`run_model` builds the named config ("configs/NAME.py:tiny") instead of reading a run: no training."""
-    def run_model(run_dir, spec, rngs, **_):
-        path, variant = run_dir.split(":")
-        return create_model(_load_config(path, variant).model, spec, rngs)
-
-    monkeypatch.setattr(pretrained, "run_model", run_model)
+def _part(name: str, rngs: nnx.Rngs = None):
+    """A part as runs.loader builds it from a run: here from the named config ("configs/NAME.py:tiny")."""
+    path, variant = name.split(":")
+    return create_model(_load_config(path, variant).model, SYNTHTALK_SPEC, rngs or nnx.Rngs(1))
 
 
 @pytest.mark.slow  # about a minute on 2 CPU cores: two short trainer runs
@@ -169,17 +167,18 @@ def test_sync_loss_trains_with_the_expert_loaded_and_frozen(tiny_dataset, lip_ex
     np.testing.assert_allclose([m["train/loss"] for m in metrics],
                                [m["train/denoise"] + 0.5 * m["train/sync"] for m in metrics], rtol=1e-5)
     # the expert run's weights, loaded at the start and never updated
-    expert = jax.tree.leaves(nnx.state(pretrained.load_model(lip_expert_run).model, nnx.Param))
+    expert = jax.tree.leaves(nnx.state(loader.load_model(lip_expert_run).model, nnx.Param))
     got = jax.tree.leaves(state.params["lip_expert"])
     assert len(got) == len(expert) > 0
     for a, b in zip(got, expert):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_sync_term_reaches_the_denoiser_gradient(runs_are_configs):
+def test_sync_term_reaches_the_denoiser_gradient():
     run = "configs/dreamtalk_lip_expert.py:tiny"
-    model = create_model(_with_expert(_small_config(), run).model, SYNTHTALK_SPEC, nnx.Rngs(0))
-    assert model.pretrained_subtrees == {"lip_expert": run} and model.frozen_subtrees == ("lip_expert",)
+    model = create_model(_with_expert(_small_config(), run).model, SYNTHTALK_SPEC, nnx.Rngs(0),
+                         lip_expert=_part(run))
+    assert registry.frozen_subtrees(model) == ("lip_expert",)
     keys = jax.random.split(jax.random.key(0), 3)
     batch = {"motion": jax.random.normal(keys[0], (2, 16, 18)),
              "motion_mask": jnp.arange(16)[None] < jnp.array([[16], [11]]),
@@ -209,11 +208,11 @@ def test_sync_term_reaches_the_denoiser_gradient(runs_are_configs):
     assert float(total) == float(metrics["denoise"])
 
 
-def test_lip_expert_must_read_the_denoisers_audio_features(runs_are_configs):
+def test_lip_expert_must_read_the_denoisers_audio_features():
     def build(run, **model):
         config = _with_expert(_small_config(), run)
         config.model.update(model)
-        return nnx.eval_shape(lambda: create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0)))
+        return nnx.eval_shape(lambda: create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0), lip_expert=_part(run)))
 
     build("configs/dreamtalk_lip_expert.py:tiny")  # 320-d log-mel per frame on both sides
     # 2 rows of 320 per frame: 640-d features, the expert reads 320

@@ -16,7 +16,7 @@ import pytest
 
 from mirrortalk_jax import cli, safe_paths
 from mirrortalk_jax.convert import pirenderer as convert_pir
-from mirrortalk_jax.convert import run
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.export import renderers, runtime
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
@@ -73,7 +73,8 @@ def test_artifact_runs_standalone_at_two_batch_sizes(artifact, checkpoint, tmp_p
         shutil.copy(file, tmp_path / "served")
     subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "served"), str(artifact),
                     str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")], check=True, cwd=tmp_path, timeout=600)
-    model, _, _ = run.load_converted(checkpoint)
+    loaded = loader.load_model(checkpoint)
+    model = loaded.model
     with np.load(tmp_path / "out.npz") as out:
         for b in (1, 3):
             ours = np.asarray(pirenderer.forward(model, image[:b], motion[:b])["fake_image"])
@@ -189,7 +190,8 @@ def test_cli_export_and_refusals(checkpoint, tmp_path, capsys):
     assert manifest["inputs"][0]["shape"] == ["batch", 96, 64, 3] and manifest["computation"]["platforms"] == ["cpu"]
     with pytest.raises(FileExistsError):
         renderers.export_renderer(checkpoint, out)
-    model, config, _ = run.load_converted(checkpoint)
+    loaded = loader.load_model(checkpoint)
+    model, config = loaded.model, loaded.model_config
     with pytest.raises(ValueError, match="pass config="):
         renderers.export_renderer(model, tmp_path / "x")
     with pytest.raises(ValueError, match="multiples of 32"):

@@ -13,12 +13,12 @@ from flax import nnx
 from PIL import Image
 
 from mirrortalk_jax import base_config, cli
-from mirrortalk_jax.convert import converted
+from mirrortalk_jax.runs import converted, loader
 from mirrortalk_jax.convert import dreamtalk as convert_dt
 from mirrortalk_jax.convert import pirenderer as convert_pir
 from mirrortalk_jax.data import encoder_features, video
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.generate import checkpoints, inputs
+from mirrortalk_jax.generate import inputs
 from mirrortalk_jax.generate.dreamtalk import generate_dreamtalk
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 from mirrortalk_jax.models.registry import create_model
@@ -89,8 +89,8 @@ def test_mp4_has_the_frames_and_the_audio_and_equals_the_library(ckpt, files, fr
     assert clip.frames.shape == (FRAMES, SIZE, SIZE, 3) and clip.fps == 25
     assert clip.sample_rate == RATE and abs(len(clip.audio) / RATE - SECONDS) < 0.01
     # The library function on the same inputs, read without the CLI's loaders.
-    denoiser = checkpoints.load(ckpt / "denoiser", "dreamtalk", "denoiser").model
-    renderer = checkpoints.load(ckpt / "renderer", "pirenderer", "renderer").model
+    denoiser = loader.load_model(ckpt / "denoiser", expect="dreamtalk", what="denoiser").model
+    renderer = loader.load_model(ckpt / "renderer", expect="pirenderer", what="renderer").model
     image = np.asarray(Image.open(files / "portrait.png"))
     out = generate_dreamtalk(denoiser, renderer, np.load(files / "rows.npy"), image,
                              style_clip=np.load(files / "style.npy"), steps=4, seed=0, render_batch=5)
@@ -142,7 +142,7 @@ def test_features_computed_by_an_audio_encoder(files, ckpt, tmp_path, capsys):
     wav = encoder_features.read_audio(files / "speech.wav")
     rows = encoder_features.EncoderFeatures(load_encoder(str(encoder))[0])(wav)
     assert len(rows) == 64  # (20800 - 400) // 320 + 1
-    renderer = checkpoints.load(ckpt / "renderer", "pirenderer", "renderer").model
+    renderer = loader.load_model(ckpt / "renderer", expect="pirenderer", what="renderer").model
     want = generate_dreamtalk(model, renderer, rows, np.asarray(Image.open(files / "portrait.png")),
                               style_clip=np.load(files / "style.npy"), steps=4)
     np.testing.assert_allclose(np.load(out.with_suffix(".npy")), want.coefficients, rtol=1e-5, atol=1e-5)
@@ -179,9 +179,9 @@ def test_style_predictor_replaces_the_style_clip(ckpt, files, frontal, predictor
     coefficients = np.load(out.with_suffix(".npy"))
     assert video.read_mp4(out).num_frames == FRAMES and np.all(np.isfinite(coefficients))
     assert np.abs(coefficients[:, :64] - frontal[1][:, :64]).max() > 1e-3  # another style than the clip's
-    denoiser = checkpoints.load(ckpt / "denoiser", "dreamtalk", "denoiser").model
-    renderer = checkpoints.load(ckpt / "renderer", "pirenderer", "renderer").model
-    predictor = checkpoints.load(predictor_run, "dreamtalk_style_predictor", "predictor").model
+    denoiser = loader.load_model(ckpt / "denoiser", expect="dreamtalk", what="denoiser").model
+    renderer = loader.load_model(ckpt / "renderer", expect="pirenderer", what="renderer").model
+    predictor = loader.load_model(predictor_run, expect="dreamtalk_style_predictor", what="predictor").model
     want = generate_dreamtalk(denoiser, renderer, np.load(files / "rows.npy"),
                               np.asarray(Image.open(files / "portrait.png")), style_predictor=predictor,
                               identity=landmarks, steps=4)

@@ -14,7 +14,9 @@ import pytest
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from mirrortalk_jax.convert import fixtures, mimictalk, name_map, run, sources
+from mirrortalk_jax.models.abstract import abstract_variables, builder
+from mirrortalk_jax.convert import fixtures, mimictalk, name_map, pipeline, sources
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.models.mimictalk import icl_transformer
 from mirrortalk_jax.models.mimictalk import a2m as mimictalk_a2m
@@ -89,7 +91,7 @@ def test_full_size_manifest_fills_the_released_configs(variant, config_variant):
     """The released layout (both aux settings, both backbone prefixes) fills our eval_shape tree exactly."""
     manifest = _manifest(variant)
     config = _load_config("configs/mimictalk_a2m.py", config_variant).model
-    abstract = name_map.abstract_variables(run.builder(config, None))
+    abstract = abstract_variables(builder(config, None))
     name_map.check_manifest(manifest, mimictalk.rules(config), abstract)
     n_params = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(abstract) if v.type is nnx.Param)
     assert n_params == {"released": 34_946_624, "released_aux": 34_968_736}[config_variant]
@@ -115,24 +117,24 @@ def test_corrupted_and_mismatched_checkpoints_raise(tmp_path):
     wider = config.copy_and_resolve_references()
     wider.dim_head = 32  # a config that does not fit the file
     with pytest.raises(sources.ConversionError, match=r"[qk]_norm.gamma of shape \(2, 1, 16\) cannot be laid out"):
-        run.convert_model(tensors, mimictalk.rules(wider), wider, source="fixture")
+        pipeline.convert_model(tensors, mimictalk.rules(wider), wider, source="fixture")
     resized = dict(tensors)  # a file with a tensor of the wrong size
     resized["backbone.icl_transformer_model.to_pred.weight"] = np.zeros((65, 48), np.float32)
     with pytest.raises(sources.ConversionError, match="shape mismatches") as e:
-        run.convert_model(resized, mimictalk.rules(config), config, source="fixture")
+        pipeline.convert_model(resized, mimictalk.rules(config), config, source="fixture")
     assert "to_pred.weight -> velocity/to_pred/kernel: (48, 65) vs expected (48, 64)" in str(e.value)
     missing = dict(tensors)
     del missing["backbone.icl_transformer_model.transformer.layers.1.3.to_out.weight"]
     missing["sync_expert.weight"] = np.zeros(3, np.float32)
     with pytest.raises(sources.ConversionError) as e:
-        run.convert_model(missing, mimictalk.rules(config), config, source="fixture")
+        pipeline.convert_model(missing, mimictalk.rules(config), config, source="fixture")
     assert "velocity/layers/1/attn/wo" in str(e.value) and "sync_expert.weight" in str(e.value)
     # A RoPE buffer made with another theta is refused.
     other = dict(tensors)
     other["backbone.icl_transformer_model.transformer.rotary_emb.inv_freq"] = mimictalk.icl_transformer.rope_inv_freq(
         config.dim_head, 10000.0)
     with pytest.raises(sources.ConversionError, match="buffer rotary_emb.inv_freq differs"):
-        run.convert_model(other, mimictalk.rules(config), config)
+        pipeline.convert_model(other, mimictalk.rules(config), config)
 
 
 def test_convert_tool_writes_a_loadable_checkpoint(tmp_path):
@@ -144,7 +146,8 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path):
                           f"--out={tmp_path / 'conv'}", "--audio_rate=2"], check=False, capture_output=True, text=True,
                          cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    model, config, _ = run.load_converted(tmp_path / "conv")
+    loaded = loader.load_model(tmp_path / "conv")
+    model, config = loaded.model, loaded.model_config
     assert config.use_aux_features and config.dim == 48 and config.depth == 2
     with np.load(os.path.join(FIXTURE, "io.npz")) as npz:
         io = {k: npz[k] for k in npz.files if k.startswith("v2_")}

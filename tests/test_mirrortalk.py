@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.mirrortalk import generator as mirrortalk
 from mirrortalk_jax.sample import diffusion as samplers
-from mirrortalk_jax.train import pretrained, trainer
+from mirrortalk_jax.runs import loader
+from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.metrics import read_metrics
 from tests.test_trainer import ROOT, _load_config
 
@@ -54,8 +56,8 @@ def test_stage2_loads_and_freezes_earlier_stages(micro_dataset, stage_runs, tmp_
     config.model.update(style_encoder_workdir=str(stage_runs / "sdse"),
                         motion_expert_workdir=str(stage_runs / "expert"))
     state = trainer.train_and_evaluate(config, tmp_path)
-    expert = nnx.state(pretrained.load_model(stage_runs / "expert").model, nnx.Param)
-    sdse = nnx.state(pretrained.load_model(stage_runs / "sdse").model, nnx.Param)
+    expert = nnx.state(loader.load_model(stage_runs / "expert").model, nnx.Param)
+    sdse = nnx.state(loader.load_model(stage_runs / "sdse").model, nnx.Param)
     for got, want in zip(_leaves(state.params["motion_expert"]), _leaves(expert)):
         np.testing.assert_array_equal(got, want)
     for got, want in zip(_leaves(state.params["style_encoder"]), _leaves(sdse)):
@@ -91,7 +93,7 @@ def test_sharded_step_matches_one_device(micro_dataset, tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     np.testing.assert_allclose([m["train/loss"] for m in read_metrics(tmp_path / "mesh")],
                                [m["train/loss"] for m in read_metrics(tmp_path / "one")], rtol=1e-4)
-    single = pretrained.load_model(tmp_path / "one").model
+    single = loader.load_model(tmp_path / "one").model
     for got, want in zip(_leaves(sharded.params), _leaves(nnx.state(single, nnx.Param))):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
 
@@ -99,8 +101,7 @@ def test_sharded_step_matches_one_device(micro_dataset, tmp_path):
 def _model():
     config = _config("mirrortalk", "unused")
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-    import mirrortalk_jax.models  # noqa: F401
-    model = mirrortalk.MirrorTalk(config.model, SYNTHTALK_SPEC, nnx.Rngs(0))
+    model = registry.create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0))  # the SDSE from its sub-config
     # Leave the adaLN-Zero start (which predicts x0 = 0 whatever the noise) so sampling paths carry signal.
     state = nnx.state(model.denoiser, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(state))))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data import audio_features
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource

@@ -15,7 +15,9 @@ from jax import lax
 from safetensors.numpy import save_file
 
 from configs import pirenderer as pirenderer_configs
-from mirrortalk_jax.convert import converted, fixtures, name_map, run, sources
+from mirrortalk_jax.models.abstract import abstract_variables, builder
+from mirrortalk_jax.convert import fixtures, name_map, sources
+from mirrortalk_jax.runs import converted, loader
 from mirrortalk_jax.convert import pirenderer as convert_pir
 from mirrortalk_jax.models.nn import image_layers
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer
@@ -107,12 +109,12 @@ def test_motion_windows_clamp_at_the_ends(io):
 def test_released_manifest_fills_the_released_model_exactly():
     manifest = json.loads((FIXTURE / "manifest_full.json").read_text())
     config = pirenderer_configs.get_config("released").model
-    abstract = name_map.abstract_variables(run.builder(config, None))
+    abstract = abstract_variables(builder(config, None))
     name_map.check_manifest(manifest["keys"], convert_pir.RULES, abstract, source="manifest_full.json")
     assert sum(np.prod(e["shape"]) for e in manifest["keys"]) == manifest["num_params"] == 22_519_109
     assert sum(x.size for x in jax.tree.leaves(abstract)) == manifest["num_params"]
     assert config.to_dict() == pirenderer.model_config(manifest["config"]).to_dict()
-    small = name_map.abstract_variables(run.builder(pirenderer_configs.get_config("small").model, None))
+    small = abstract_variables(builder(pirenderer_configs.get_config("small").model, None))
     with pytest.raises(sources.ConversionError, match="shape mismatches"):
         name_map.check_manifest(manifest["keys"], convert_pir.RULES, small)
 
@@ -120,7 +122,7 @@ def test_released_manifest_fills_the_released_model_exactly():
 def test_released_model_shapes_at_256():
     """The released sizes trace at the original's 256x256: flow at 64x64, hourglass 2 x 128 channels."""
     config = pirenderer_configs.get_config("released").model
-    graphdef, state = nnx.split(nnx.eval_shape(run.builder(config, None)))
+    graphdef, state = nnx.split(nnx.eval_shape(builder(config, None)))
     out = jax.eval_shape(lambda s, x, d: nnx.merge(graphdef, s)(x, d), state,
                          jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32), jax.ShapeDtypeStruct((2, 27, 73), jnp.float32))
     assert {k: v.shape for k, v in out.items()} == {
@@ -163,7 +165,8 @@ def test_converted_checkpoint_round_trip(tmp_path, model, io):
     out = convert_pir.convert_renderer(FIXTURE / "weights.safetensors", tmp_path / "ckpt", _small_config())
     meta = converted.load_meta(out)
     assert meta["source_sha256"] == hashlib.sha256((FIXTURE / "weights.safetensors").read_bytes()).hexdigest()
-    loaded, config, spec = run.load_converted(out)
+    loaded = loader.load_model(out)
+    loaded, config, spec = loaded.model, loaded.model_config, loaded.spec
     assert config.name == "pirenderer" and spec is None
     image, motion = _inputs(io, "c2")
     np.testing.assert_array_equal(_full(loaded, image, motion)["fake_image"], _full(model, image, motion)["fake_image"])
@@ -213,7 +216,8 @@ def test_convert_tool_takes_the_renderer_config(tmp_path, model, io, capsys):
         assert tool.main(["--renderer", weights, "--renderer_config", spec, "--out", str(out)]) == 0, spec
         assert "PIRenderer, descriptor 24, max 16 channels" in capsys.readouterr().out
         assert sizes(converted.model_config(out / "renderer")) == sizes(_small_config()), spec
-    loaded, _, _ = run.load_converted(tmp_path / "ckpt0" / "renderer")
+    loaded = loader.load_model(tmp_path / "ckpt0" / "renderer")
+    loaded = loaded.model
     image, motion = _inputs(io, "c2")
     np.testing.assert_array_equal(_full(loaded, image, motion)["fake_image"], _full(model, image, motion)["fake_image"])
 
@@ -230,7 +234,7 @@ def test_convert_tool_takes_the_renderer_config(tmp_path, model, io, capsys):
 
 
 def test_every_parameter_has_logical_axes():
-    abstract = name_map.abstract_variables(run.builder(pirenderer_configs.get_config("small").model, None))
+    abstract = abstract_variables(builder(pirenderer_configs.get_config("small").model, None))
     for path, var in nnx.to_flat_state(abstract):
         axes = var.get_metadata().get("out_sharding")
         assert axes is not None and len(axes) == len(var.shape), name_map.path_str(path)

@@ -117,7 +117,7 @@ class _Unannotated(nnx.Module):
 def _shardings(mesh_shape):
     config = _config("unused")
     config.model.name = "unannotated_test_model"
-    if "unannotated_test_model" not in registry._FACTORIES:
+    if "unannotated_test_model" not in registry._ENTRIES:
         registry.register("unannotated_test_model")(_Unannotated)
     abstract = jax.eval_shape(_abstract_training(config).init, jax.random.key(0))
     mesh = mesh_lib.create_mesh(dict(zip(("ici_data", "ici_fsdp", "ici_tensor"), mesh_shape)))
@@ -148,7 +148,7 @@ def test_guard_counts_axes_of_size_one_as_replicated():
 
 
 def test_trainer_refuses_before_allocating(micro_dataset, tmp_path):
-    if "unannotated_test_model" not in registry._FACTORIES:
+    if "unannotated_test_model" not in registry._ENTRIES:
         registry.register("unannotated_test_model")(_Unannotated)
     config = _config(micro_dataset, num_steps=2)
     config.model.name = "unannotated_test_model"

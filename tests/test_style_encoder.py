@@ -12,10 +12,12 @@ import pytest
 import scipy.stats
 from flax import nnx
 
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.mirrortalk import style_encoder as se
+from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.objectives import disentangle as dis
 from mirrortalk_jax.train import mesh as mesh_lib
@@ -182,28 +184,20 @@ class _ParamContentEncoder(nnx.Module):
         return self.proj(audio_features.mean(axis=1))
 
 
-def test_injected_content_encoder_is_frozen():
+def test_content_encoder_part_is_kept_as_params_and_frozen():
+    """A content encoder part (a motion expert run, built by runs.loader) stays Params, so the run loader can fill
+    them, and is frozen; without one, the fixed random projection is not a Param at all."""
     config = _config()
-    model = nnx.eval_shape(lambda: se.create_style_encoder_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0),
-                                                                 content_encoder=_ParamContentEncoder(nnx.Rngs(1))))
-    assert "content_encoder" not in nnx.state(model, nnx.Param)
-    assert isinstance(model.content_encoder.proj.kernel, layers.Frozen)
+    model = nnx.eval_shape(lambda: create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0),
+                                                content_encoder=_ParamContentEncoder(nnx.Rngs(1))))
+    assert "content_encoder" in nnx.state(model, nnx.Param)
+    assert registry.frozen_subtrees(model) == ("content_encoder",)
     batch = {"audio_features": jnp.ones((2, 4, 320)), "motion_mask": jnp.ones((2, 4), bool)}
     assert nnx.eval_shape(lambda m: m.content_features(batch), model).shape == (2, 32)
-
-
-def test_content_encoder_from_a_run_is_declared_pretrained_and_frozen(monkeypatch):
-    # No trained run needed here: the architecture comes from a stand-in (the slow test below uses a real one).
-    monkeypatch.setattr(se, "content_encoder_from_run", lambda run_dir, rngs: _ParamContentEncoder(rngs))
-    config = _config(content_encoder_workdir="runs/expert")
-    factory = lambda rngs: create_model(config.model, SYNTHTALK_SPEC, rngs)  # noqa: E731
-    model = nnx.eval_shape(lambda: factory(nnx.Rngs(0)))
-    assert model.pretrained_subtrees == {"content_encoder": "runs/expert"}
-    assert model.frozen_subtrees == ("content_encoder",)
-    assert "content_encoder" in nnx.state(model, nnx.Param)  # Params, so that the trainer can load them
-    training = state_lib.make_training(factory, config.train)
-    assert training.param_groups[0] == ("content_encoder/.*", 0.0)
-    assert ("content_encoder", "runs/expert") in training.init_from
+    plain = nnx.eval_shape(lambda: create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0)))
+    assert "content_encoder" not in nnx.state(plain, nnx.Param) and registry.frozen_subtrees(plain) == ()
+    with pytest.raises(TypeError, match="no content_embedding"):
+        create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0), content_encoder=nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
 
 
 # ----- Training -----

@@ -16,8 +16,9 @@ import pytest
 import scipy.signal
 from flax import nnx
 
+from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import base_config
-from mirrortalk_jax.convert import name_map, run, sources
+from mirrortalk_jax.convert import name_map, sources
 from mirrortalk_jax.convert import syncnet as convert_syncnet
 from mirrortalk_jax.evaluate import lse, sync
 from mirrortalk_jax.models import registry
@@ -164,8 +165,8 @@ def test_prepare_frames_resizes_like_cv2_linear():
 def test_full_size_manifest_fills_the_released_model():
     with open(os.path.join(FIXTURE, "manifest_full.json")) as f:
         manifest = json.load(f)
-    build = run.builder(_config("released"), None)
-    abstract = name_map.abstract_variables(build)
+    build = builder(_config("released"), None)
+    abstract = abstract_variables(build)
     name_map.check_manifest(manifest["keys"], convert_syncnet.RULES, abstract)
     params = nnx.state(nnx.eval_shape(build), nnx.Param)
     assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params)) == manifest["num_params"] == 13_631_616
@@ -174,7 +175,7 @@ def test_full_size_manifest_fills_the_released_model():
     name_map.check_manifest(without, convert_syncnet.RULES, abstract)
     with pytest.raises(sources.ConversionError, match="shape mismatches"):
         name_map.check_manifest(manifest["keys"], convert_syncnet.RULES,
-                                name_map.abstract_variables(run.builder(_config("tiny"), None)))
+                                abstract_variables(builder(_config("tiny"), None)))
 
 
 def test_corrupted_and_mismatched_checkpoints_raise(tmp_path):
@@ -208,13 +209,13 @@ def test_corrupted_and_mismatched_checkpoints_raise(tmp_path):
 
 
 def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, tiny_model, io_npz):
-    from mirrortalk_jax.train import pretrained
+    from mirrortalk_jax.runs import loader
 
     tool = _tool("convert_syncnet")
     config = os.path.join(ROOT, "configs", "syncnet.py") + ":tiny"
     out = tmp_path / "syncnet"
     assert tool.main(["--checkpoint", WEIGHTS, "--out", str(out), f"--config={config}"]) == 0
-    loaded = pretrained.load_model(out)
+    loaded = loader.load_model(out)
     assert loaded.config.model.name == "syncnet" and loaded.config.model.width_divisor == 8
     mfcc = io_npz["f1_aud_in"][:, 0]
     np.testing.assert_array_equal(loaded.model.forward_aud(mfcc), tiny_model.forward_aud(mfcc))

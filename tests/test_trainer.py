@@ -121,10 +121,10 @@ def test_every_config_loads_and_documents_its_command():
 
 
 def test_load_model_and_init_from_a_trained_run(micro_dataset, tmp_path):
-    from mirrortalk_jax.train import pretrained
+    from mirrortalk_jax.runs import loader
 
     trained = trainer.train_and_evaluate(_config(micro_dataset, num_steps=10), tmp_path / "first")
-    run = pretrained.load_model(tmp_path / "first")
+    run = loader.load_model(tmp_path / "first")
     assert run.step == 10 and run.spec.name == "synthtalk_v1" and run.config.model.name == "audio_regression"
     for a, b in zip(_params(trained), jax.tree.leaves(nnx.state(run.model, nnx.Param))):
         np.testing.assert_array_equal(a, np.asarray(b))
@@ -145,8 +145,8 @@ def test_load_model_and_init_from_a_trained_run(micro_dataset, tmp_path):
     bad = _config(micro_dataset, num_steps=1, init_from=(("blocks", str(tmp_path / "first")),))
     with pytest.raises(ValueError, match="does not fit parameter subtree 'blocks'"):
         trainer.train_and_evaluate(bad, tmp_path / "third")
-    with pytest.raises(FileNotFoundError, match="no checkpoints"):
-        pretrained.load_model(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="nowhere: no such folder"):
+        loader.load_model(tmp_path / "nowhere")
 
 
 class _Flaky(nnx.Module):
@@ -165,7 +165,7 @@ class _Flaky(nnx.Module):
 
 def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(micro_dataset, tmp_path):
     from mirrortalk_jax.models import registry
-    if "flaky_test_model" not in registry._FACTORIES:
+    if "flaky_test_model" not in registry._ENTRIES:
         registry.register("flaky_test_model")(_Flaky)
     config = _config(micro_dataset, num_steps=12, max_nonfinite_streak=13)
     config.model.name = "flaky_test_model"

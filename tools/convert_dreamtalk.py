@@ -17,7 +17,7 @@ YAML (the layout of generators/renderer_conf.yaml) or JSON (that structure, or a
 `renderer_conf`, as tests/fixtures/dreamtalk_renderer/config.json).
 
 OUT is written as a whole or not at all: everything is converted into a temporary folder next to OUT, which
-is renamed to OUT only when every conversion succeeded (convert.converted.new_folder). An existing non-empty
+is renamed to OUT only when every conversion succeeded (runs.converted.new_folder). An existing non-empty
 OUT is refused and left as it is. Exits 2 with a message naming every missing, unused or mis-shaped tensor
 when a file does not fit the configured model; nothing is written then.
 """
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere: configs/ lives next to the package
 
 from mirrortalk_jax import base_config
-from mirrortalk_jax.convert import converted, dreamtalk, pirenderer
+from mirrortalk_jax.convert import dreamtalk, pirenderer
+from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer_model
 

@@ -8,8 +8,8 @@ The folder holds config.json (which decides the architecture: model_type, sizes,
 weights as safetensors (model.safetensors or sharded with an index); `--weights` points at another file instead,
 e.g. a pytorch_model.bin (read with torch.load(weights_only=True); needs the `torch` extra). Base models
 (HubertModel / Wav2Vec2Model) and *ForCTC / *ForPreTraining checkpoints (prefixed keys; their heads are dropped)
-both work. The output folder stores the model config and loads with convert.run.load_converted or
-train.pretrained.load_model, and feeds `mirrortalk features`. Exits 2 with a message naming every missing,
+both work. The output folder stores the model config and loads with runs.loader.load_model or
+train.loader.load_model, and feeds `mirrortalk features`. Exits 2 with a message naming every missing,
 unused or mis-shaped tensor when the weights do not fit the config.
 """
 
@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from mirrortalk_jax.convert import hf_audio
-from mirrortalk_jax.convert.converted import model_config
+from mirrortalk_jax.runs.converted import model_config
 from mirrortalk_jax.convert.sources import ConversionError
 
 

@@ -16,7 +16,7 @@ def _run(args) -> int:
     from pathlib import Path
 
     from mirrortalk_jax.evaluate import results_table, style_similarity, suite
-    from mirrortalk_jax.train import pretrained
+    from mirrortalk_jax.runs import loader
 
     models = []
     for item in args.model:
@@ -28,13 +28,13 @@ def _run(args) -> int:
         raise ValueError("nothing to evaluate: give --model NAME=RUN (and/or --regression RUN)")
     settings = suite.Settings(ddim_steps=args.ddim_steps, vshift=args.vshift, seed=args.seed,
                               image_metrics=not args.no_image_metrics)
-    first = pretrained.load_config(models[0][1] if models else args.regression)[0]
+    first = loader.stored_model(models[0][1] if models else args.regression).config
     reference_frames = int(first.data.get("reference_frames", 64))
     dataset_dir = Path(args.dataset_dir)
     splits = [suite.load_split(dataset_dir, s, first.data.audio_feature, reference_frames,
                                max_clips=args.max_clips) for s in args.splits.split(",")]
-    judge_config = pretrained.load_config(models[0][1])[0] if models else None
-    judges = suite.Judges(expert=pretrained.load_model(args.expert).model,
+    judge_config = loader.stored_model(models[0][1]).config if models else None
+    judges = suite.Judges(expert=loader.load_model(args.expert).model,
                           style=style_similarity.StyleEvaluator.from_run(args.judge, generator_config=judge_config))
     methods = {"Ground Truth": suite.ground_truth(), "Mean motion": suite.mean_motion(dataset_dir, args.train_split),
                "Nearest-neighbour audio retrieval": suite.nearest_neighbour(dataset_dir, first.data.audio_feature,

@@ -22,11 +22,13 @@ from pathlib import Path
 
 def load_encoder(path: str):
     """(model, model config) from a converted checkpoint or a Hugging Face folder."""
-    from mirrortalk_jax.convert import converted, hf_audio, run, sources
+    from mirrortalk_jax.convert import hf_audio, sources
+    from mirrortalk_jax.runs import converted, loader
     from mirrortalk_jax.models.audio_encoders.wav2vec2 import MODEL_TYPES
 
     if converted.is_converted(path):
-        model, config, _ = run.load_converted(path)
+        loaded = loader.load_model(path)
+        model, config = loaded.model, loaded.model_config
     elif (Path(path) / "config.json").is_file():
         hf_config = hf_audio.read_hf_config(path)
         model, config = hf_audio.convert(sources.read_tensors(path), hf_config, source=path), \

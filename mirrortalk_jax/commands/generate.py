@@ -79,9 +79,18 @@ def _pose(args):
     return None, "the frontal pose"
 
 
+def _stored(path: str, name: str, what: str):
+    """(model config, motion space) stored at `path`, which must hold a `name` model; no weights are read."""
+    from mirrortalk_jax.runs import loader
+
+    stored = loader.stored_model(path, expect=name, what=what)
+    return stored.model_config, stored.spec
+
+
 def _generate_dreamtalk(args) -> int:
     from mirrortalk_jax.data import encoder_features, video
-    from mirrortalk_jax.generate import checkpoints, inputs
+    from mirrortalk_jax.generate import inputs
+    from mirrortalk_jax.runs import loader
     from mirrortalk_jax.generate.dreamtalk import FPS, renderer_coefficients
     from mirrortalk_jax.generate.render import iter_frames
     from mirrortalk_jax.models.dreamtalk.net import dims_from_config
@@ -89,9 +98,9 @@ def _generate_dreamtalk(args) -> int:
     if args.identity and not args.style_predictor:
         raise ValueError("--identity goes with --style_predictor (a style clip carries the style itself)")
     # Every input is checked against the checkpoints' configs before any weights are read.
-    denoiser_config, spec = checkpoints.model_config(args.denoiser, "dreamtalk", "--denoiser")
+    denoiser_config, spec = _stored(args.denoiser, "dreamtalk", "--denoiser")
     dims, stride = dims_from_config(denoiser_config, spec), int(denoiser_config.get("audio_stride", 1))
-    renderer_config, _ = checkpoints.model_config(args.renderer, "pirenderer", "--renderer")
+    renderer_config, _ = _stored(args.renderer, "pirenderer", "--renderer")
     if renderer_config.coeff_nc != dims.motion_dim + inputs.POSE_DIM:
         raise ValueError(f"--renderer {args.renderer} reads {renderer_config.coeff_nc} coefficients per frame; "
                          f"--denoiser {args.denoiser} makes {dims.motion_dim} + {inputs.POSE_DIM} pose: they do "
@@ -102,8 +111,7 @@ def _generate_dreamtalk(args) -> int:
     if args.style_clip:
         style_clip = inputs.load_style_clip(args.style_clip, dims.motion_dim, "--style_clip")
     else:
-        predictor_config, _ = checkpoints.model_config(args.style_predictor, "dreamtalk_style_predictor",
-                                                       "--style_predictor")
+        predictor_config, _ = _stored(args.style_predictor, "dreamtalk_style_predictor", "--style_predictor")
         if predictor_config.get("use_identity", True):
             if not args.identity:
                 raise ValueError(f"--style_predictor {args.style_predictor} conditions on the speaker's identity: "
@@ -112,11 +120,11 @@ def _generate_dreamtalk(args) -> int:
     pose, pose_source = _pose(args)
     rows = _audio_rows(args, dims.audio_dim, stride, wav)
 
-    denoiser = checkpoints.load(args.denoiser, "dreamtalk", "--denoiser").model
-    renderer = checkpoints.load(args.renderer, "pirenderer", "--renderer").model
+    denoiser = loader.load_model(args.denoiser, expect="dreamtalk", what="--denoiser").model
+    renderer = loader.load_model(args.renderer, expect="pirenderer", what="--renderer").model
     predictor = predictor_frames = None
     if args.style_predictor:
-        run = checkpoints.load(args.style_predictor, "dreamtalk_style_predictor", "--style_predictor")
+        run = loader.load_model(args.style_predictor, expect="dreamtalk_style_predictor", what="--style_predictor")
         predictor = run.model
         # The clip length it was trained on, when the run says (converted checkpoints carry no data config).
         predictor_frames = run.config.get("data", {}).get("window_frames")

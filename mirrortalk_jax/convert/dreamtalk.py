@@ -28,7 +28,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.convert import fixtures, hooks, run, sources
+from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.nn import torch_compat
@@ -138,13 +139,13 @@ def read_denoiser(path: str | Path) -> dict[str, np.ndarray]:
 def convert_model(tensors: Mapping[str, np.ndarray], model_config: ml_collections.ConfigDict, *,
                   source: str = "checkpoint"):
     """models.dreamtalk.denoiser.DreamTalk of `model_config` with `tensors` (prefix stripped), fully validated."""
-    return run.convert_model(tensors, rules(model_config), model_config, None, source=source)
+    return pipeline.convert_model(tensors, rules(model_config), model_config, None, source=source)
 
 
 def convert_checkpoint(path: str | Path, out_dir: str | Path, model_config: ml_collections.ConfigDict) -> Path:
-    """denoising_network.pth (or a safetensors export) -> a converted checkpoint (run.load_converted /
-    train.pretrained.load_model read it). Raises ConversionError naming every problem."""
-    return run.convert_to_checkpoint(read_denoiser(path), rules(model_config), model_config, out_dir, None,
+    """denoising_network.pth (or a safetensors export) -> a converted checkpoint (runs.loader.load_model /
+    train.loader.load_model read it). Raises ConversionError naming every problem."""
+    return pipeline.convert_to_checkpoint(read_denoiser(path), rules(model_config), model_config, out_dir, None,
                                      source=Path(path).name)
 
 

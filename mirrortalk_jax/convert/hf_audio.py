@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.convert import fixtures, hooks, run, sources
+from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders
@@ -104,19 +105,19 @@ def convert(tensors: Mapping[str, np.ndarray], hf_config: Mapping, *, source: st
     """The SpeechEncoder with the checkpoint's weights (validated: every key used, every parameter filled)."""
     config = model_config(hf_config)
     check_prefix(tensors, config.name, source)
-    return run.convert_model(tensors, RULES, config, None, source=source)
+    return pipeline.convert_model(tensors, RULES, config, None, source=source)
 
 
 def convert_folder(folder: str | os.PathLike, out_dir: str | os.PathLike, *,
                    weights: str | os.PathLike | None = None) -> Path:
     """HF folder (config.json + safetensors, or `weights` = any file sources.read_tensors reads) -> a converted
-    checkpoint whose model.json holds the model config (load with run.load_converted)."""
+    checkpoint whose model.json holds the model config (load with runs.loader.load_model)."""
     hf_config = read_hf_config(folder)
     config = model_config(hf_config)
     source = str(weights or folder)
     tensors = sources.read_tensors(weights or folder)
     check_prefix(tensors, config.name, source)
-    return run.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=source)
+    return pipeline.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=source)
 
 
 # ----- Reference fixtures (tools/check_fixture.py) -----

@@ -1,7 +1,7 @@
 """MimicTalk ICS-A2M checkpoints (`InContextAudio2MotionModel`) -> models.mimictalk.a2m.MimicTalkA2M.
 
     tensors = read_checkpoint("checkpoints/240112_icl_audio2secc_vox2_cmlr/model_ckpt_steps_N.ckpt")
-    model = run.convert_model(tensors, rules(config), config)      # config: config_from_tensors(tensors)
+    model = pipeline.convert_model(tensors, rules(config), config)      # config: config_from_tensors(tensors)
 
 The release is a `torch.save` dict; the weights are `ckpt['state_dict']['model']` (the repo's loader also
 accepts a flat `state_dict` with `model.`-prefixed keys; both are read here, torch files with
@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.convert import fixtures, hooks, run, sources
+from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.models.mimictalk import icl_transformer
 from mirrortalk_jax.sample import ode
@@ -201,14 +201,14 @@ def read_checkpoint(path: str | Path, *, ignore: Sequence[str] = ()) -> dict[str
 
 def convert_checkpoint(path: str | Path, out_dir: str | Path, config: ml_collections.ConfigDict | None = None, *,
                        ignore: Sequence[str] = ()) -> tuple[Path, ml_collections.ConfigDict]:
-    """A release checkpoint -> a converted checkpoint folder (train.pretrained.load_model reads it).
+    """A release checkpoint -> a converted checkpoint folder (train.loader.load_model reads it).
 
     Without `config` the architecture is read from the file (config_from_tensors). Raises ConversionError
     naming every missing, unused or mis-shaped tensor when the file does not fit.
     """
     tensors = read_checkpoint(path, ignore=ignore)
     config = config if config is not None else config_from_tensors(tensors)
-    return run.convert_to_checkpoint(tensors, rules(config), config, out_dir, None, source=Path(path).name), config
+    return pipeline.convert_to_checkpoint(tensors, rules(config), config, out_dir, None, source=Path(path).name), config
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def _sampling_cases(model, config: Mapping, io: dict[str, np.ndarray]) -> Iterat
 
 def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
     cfg = fixture_model_config(config)
-    model = run.convert_model(read_checkpoint(folder / "weights.safetensors"), rules(cfg), cfg, None,
+    model = pipeline.convert_model(read_checkpoint(folder / "weights.safetensors"), rules(cfg), cfg, None,
                               source=str(folder))
     yield from _velocity_cases(model, io)
     if "m_hubert" in io:

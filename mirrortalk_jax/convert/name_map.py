@@ -118,24 +118,3 @@ def check_manifest(manifest: Iterable[Mapping], rules: Sequence[Rule], abstract:
                    *, source: str = "manifest") -> None:
     """Raises ConversionError unless the manifest's keys and shapes fill `abstract` exactly through `rules`."""
     convert(placeholders(manifest), rules, abstract, source=source, check_buffers=False)
-
-
-def abstract_variables(build: Callable[[], nnx.Module]) -> nnx.State:
-    """Shape-only variables (params, batch statistics, buffers; no RNG state) of the model `build()` makes."""
-    return nnx.state(nnx.eval_shape(build), nnx.Not(nnx.RngState))
-
-
-def merge(build: Callable[[], nnx.Module], variables: nnx.State) -> nnx.Module:
-    """The model `build()` makes, with `variables` (e.g. from `convert`); built abstractly, nothing is initialised."""
-    graphdef, _, rng_state = nnx.split(nnx.eval_shape(build), nnx.Not(nnx.RngState), ...)
-    return nnx.merge(graphdef, variables, _concrete_rngs(rng_state))
-
-
-def _concrete_rngs(rng_state: nnx.State) -> nnx.State:
-    """RNG variables of an eval_shape'd model are abstract; fixed real values let the model run (deterministic)."""
-    def concrete(var):
-        shape_dtype = var.get_value()
-        if jax.dtypes.issubdtype(shape_dtype.dtype, jax.dtypes.prng_key):
-            return var.replace(jax.random.key(0))
-        return var.replace(np.zeros(shape_dtype.shape, shape_dtype.dtype))
-    return jax.tree.map(concrete, rng_state, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -2,7 +2,8 @@
 
     python tools/convert_dreamtalk.py --renderer checkpoints/renderer.pt ...     # or, from Python:
     convert_renderer("checkpoints/renderer.pt", "ckpt/pirenderer")              # released sizes
-    model, config, _ = run.load_converted("ckpt/pirenderer")
+    loaded = loader.load_model("ckpt/pirenderer")
+    model, config = loaded.model, loaded.model_config
 
 The original's keys (note its spelling `warpping_net`) map to ours through the table `RULES`; torch layouts become
 ours in the hooks: Conv (O, I, kh, kw) -> (kh, kw, I, O); ConvTranspose2d (I, O, kh, kw) -> (kh, kw, I, O)
@@ -21,7 +22,9 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from mirrortalk_jax.convert import converted, fixtures, hooks, name_map, run, sources
+from mirrortalk_jax.models import abstract
+from mirrortalk_jax.convert import fixtures, hooks, name_map, pipeline, sources
+from mirrortalk_jax.runs import converted, loader
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer
@@ -98,7 +101,7 @@ def renderer_tensors(path: str | os.PathLike, *, nesting: tuple[str, ...] = NEST
 def convert_tensors(tensors: Mapping[str, np.ndarray], config: ml_collections.ConfigDict | None = None, *,
                     source: str = "renderer checkpoint") -> pirenderer.PIRenderer:
     """A `pirenderer` model (default: released sizes) holding `tensors` (validated against its variables)."""
-    return run.convert_model(tensors, RULES, config or pirenderer.model_config(), None, source=source)
+    return pipeline.convert_model(tensors, RULES, config or pirenderer.model_config(), None, source=source)
 
 
 def _sha256(path: Path) -> str:
@@ -111,7 +114,7 @@ def _sha256(path: Path) -> str:
 
 def convert_renderer(path: str | os.PathLike, out_dir: str | os.PathLike,
                      config: ml_collections.ConfigDict | None = None) -> Path:
-    """Converts a renderer checkpoint into a converted checkpoint folder (run.load_converted reads it back).
+    """Converts a renderer checkpoint into a converted checkpoint folder (runs.loader.load_model reads it back).
 
     `config`: our model config (pirenderer.model_config(renderer_conf)); default the released sizes. The
     source file's sha256 is recorded in model.json (`source_sha256`) so exports can name their origin.
@@ -119,8 +122,8 @@ def convert_renderer(path: str | os.PathLike, out_dir: str | os.PathLike,
     path = Path(path)
     config = config or pirenderer.model_config()
     tensors = renderer_tensors(path)
-    build = run.builder(config, None)
-    variables = name_map.convert(tensors, RULES, name_map.abstract_variables(build), source=str(path))
+    build = abstract.builder(config, None)
+    variables = name_map.convert(tensors, RULES, abstract.abstract_variables(build), source=str(path))
     return converted.save(out_dir, variables, model_config=config, source=path.name,
                           extra={"source_sha256": _sha256(path) if path.is_file() else None})
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mirrortalk_jax.runs.converted import CheckpointError
 from mirrortalk_jax.safe_paths import UnsafePathError, plain_file_in
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """A checkpoint that cannot be converted; the message names the file/keys and what was expected."""
 
 

@@ -1,7 +1,7 @@
 """syncnet_python `syncnet_v2.model` (a flat state dict of `SyncNetModel.S`) -> models.syncnet.model.SyncNet.
 
     tensors = sources.read_tensors("syncnet_v2.model")           # torch file (weights_only=True) or safetensors
-    model = run.convert_model(tensors, RULES, configs.syncnet.get_config("released").model)
+    model = pipeline.convert_model(tensors, RULES, configs.syncnet.get_config("released").model)
 
 Source keys are `netcnnaud.<i>.*`, `netcnnlip.<i>.*` (i = position in the original nn.Sequential: conv at i, its
 BatchNorm at i + 1) and `netfcaud.{0,1,3}.*`, `netfclip.{0,1,3}.*`. The table below is generated from the tower
@@ -22,7 +22,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from mirrortalk_jax.convert import fixtures, hooks, run, sources
+from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.models.syncnet import model as syncnet
 
@@ -82,16 +82,16 @@ def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
 def convert_model(tensors: Mapping[str, np.ndarray], config: ml_collections.ConfigDict, *,
                   source: str = "checkpoint") -> syncnet.SyncNet:
     """The SyncNet of `config` (a model config, e.g. configs/syncnet.py's `.model`) with `tensors` (validated)."""
-    return run.convert_model(tensors, RULES, config, None, source=source)
+    return pipeline.convert_model(tensors, RULES, config, None, source=source)
 
 
 def convert_checkpoint(path: str | Path, out_dir: str | Path, config: ml_collections.ConfigDict) -> Path:
-    """`syncnet_v2.model` (or its safetensors export) -> a converted checkpoint (train.pretrained.load_model reads it).
+    """`syncnet_v2.model` (or its safetensors export) -> a converted checkpoint (train.loader.load_model reads it).
 
     Raises ConversionError naming every missing, unused or mis-shaped tensor when the file does not fit `config`.
     """
     tensors = read_checkpoint(path)
-    return run.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=Path(path).name)
+    return pipeline.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=Path(path).name)
 
 
 # --------------------------------------------------------------------------------------------------------------

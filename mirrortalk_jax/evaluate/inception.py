@@ -33,7 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.convert import converted, fixtures, hooks, name_map, sources
+from mirrortalk_jax.models import abstract
+from mirrortalk_jax.convert import fixtures, hooks, name_map, sources
+from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 
 FEATURE_DIM = 2048
@@ -390,7 +392,7 @@ def _builder(**kwargs):
 
 def abstract_variables(**kwargs) -> nnx.State:
     """Shapes of every variable (params and batch statistics), built with nnx.eval_shape (nothing allocated)."""
-    return name_map.abstract_variables(_builder(**kwargs))
+    return abstract.abstract_variables(_builder(**kwargs))
 
 
 def random_inception(seed: int = 0, **kwargs) -> InceptionV3:
@@ -409,9 +411,9 @@ def random_inception(seed: int = 0, **kwargs) -> InceptionV3:
             value = np.ones(shape, np.float32) if name in ("scale", "var") else np.zeros(shape, np.float32)
         return path, var.replace(value)
 
-    abstract = abstract_variables(**kwargs)
-    variables = nnx.from_flat_state([fill(path, var) for path, var in nnx.to_flat_state(abstract)])
-    return name_map.merge(_builder(**kwargs), variables)
+    shapes = abstract_variables(**kwargs)
+    variables = nnx.from_flat_state([fill(path, var) for path, var in nnx.to_flat_state(shapes)])
+    return abstract.merge(_builder(**kwargs), variables)
 
 
 def convert_variables(tensors: Mapping[str, np.ndarray], *, source: str = "checkpoint") -> nnx.State:
@@ -428,7 +430,7 @@ def convert_variables(tensors: Mapping[str, np.ndarray], *, source: str = "check
 
 def convert_state_dict(tensors: Mapping[str, np.ndarray], *, source: str = "checkpoint", **kwargs) -> InceptionV3:
     """An InceptionV3 holding pytorch-fid's weights (keyword arguments as InceptionV3: resize, precision...)."""
-    return name_map.merge(_builder(**kwargs), convert_variables(tensors, source=source))
+    return abstract.merge(_builder(**kwargs), convert_variables(tensors, source=source))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -449,7 +451,7 @@ def load_inception(directory: str | os.PathLike, **kwargs) -> InceptionV3:
     if name != NAME:
         raise sources.ConversionError(f"{directory} holds a converted {name!r}, not {NAME!r}")
     variables = converted.restore(directory, abstract_variables(**kwargs))
-    return name_map.merge(_builder(**kwargs), variables)
+    return abstract.merge(_builder(**kwargs), variables)
 
 
 # ----- Fixture kind: pytorch-fid's own InceptionV3 on the fixture's weights (tools/check_fixture.py) -----
@@ -465,14 +467,14 @@ def _is_fid_inception(config: dict) -> bool:
 
 def _compare_fixture(folder, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
     variables = convert_variables(read_checkpoint(folder / "weights.safetensors"), source=str(folder))
-    graphdef, state = nnx.split(name_map.merge(_builder(), variables))
+    graphdef, state = nnx.split(abstract.merge(_builder(), variables))
     # one compiled network per input shape, whatever the flags (they only change the preprocessing)
     network = jax.jit(lambda state, x: nnx.merge(graphdef, state).output_blocks(x))
     for case in sorted(k[:-len("_images")] for k in io if k.endswith("_images")):
         flags = {"resize_input": bool(io[f"{case}_resize_input"]),
                  "normalize_input": bool(io[f"{case}_normalize_input"])}
         images = jnp.asarray(np.transpose(io[f"{case}_images"], (0, 2, 3, 1)))  # NCHW -> NHWC
-        blocks = network(state, name_map.merge(_builder(**flags), variables).preprocess(images))
+        blocks = network(state, abstract.merge(_builder(**flags), variables).preprocess(images))
         yield f"{case}_pool3", np.asarray(blocks[3]), io[f"{case}_pool3"]
         for i in range(3):
             if f"{case}_block{i}" in io:

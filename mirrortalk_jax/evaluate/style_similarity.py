@@ -209,7 +209,7 @@ class StyleEvaluator:
             grade it. (A generator with a jointly trained SDSE has none; any separate run is independent.)
           window: frames per encoder call; default the run's `data.reference_frames` (capped at max_frames).
         """
-        from mirrortalk_jax.train import pretrained  # the train package imports the model registry
+        from mirrortalk_jax.runs import loader
 
         run_dir = Path(run_dir).expanduser()
         if generator_config is not None:
@@ -218,7 +218,7 @@ class StyleEvaluator:
                 raise ValueError(f"{run_dir} is the generator's own style encoder (model.style_encoder_workdir): "
                                  "StyleSim needs an independently trained encoder, e.g. configs/style_encoder.py "
                                  "with another --config.train.seed in its own workdir")
-        run = pretrained.load_model(run_dir)
+        run = loader.load_model(run_dir)
         if run.config.model.name != "style_encoder":
             raise ValueError(f"run {run_dir} trained a {run.config.model.name!r} model, not a style_encoder")
         if window is None:

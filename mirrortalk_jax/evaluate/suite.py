@@ -188,8 +188,8 @@ def regression(run_dir: str | os.PathLike) -> Method:
     """The audio-only regression baseline of a trained configs/synthtalk_regression.py run."""
     from flax import nnx
 
-    from mirrortalk_jax.train import pretrained
-    model = pretrained.load_model(run_dir).model
+    from mirrortalk_jax.runs import loader
+    model = loader.load_model(run_dir).model
     forward = nnx.jit(lambda m, audio: m(audio))
     return lambda split: [np.asarray(forward(model, c.audio[None]))[0] for c in split.clips]
 
@@ -232,8 +232,8 @@ def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool 
     reference from another speaker instead (StyleSim should then drop: the style path is used).
     """
     from mirrortalk_jax.models.mirrortalk import generator as mirrortalk_lib
-    from mirrortalk_jax.train import pretrained
-    loaded = pretrained.load_model(run_dir)
+    from mirrortalk_jax.runs import loader
+    loaded = loader.load_model(run_dir)
     chunk = settings.chunk_frames or int(loaded.config.data.window_frames)
 
     def predict(split: Split) -> list[np.ndarray]:
@@ -253,8 +253,8 @@ def dreamtalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool =
     the 1000 training steps, as the original's grid needs) and the run's guidance scale, style clip = the
     reference clip. Every frame is denoised from its own audio window, so whole clips go in one batch; the
     batch padding is filled with the features' mean, i.e. the zero rows the original sees outside a clip."""
-    from mirrortalk_jax.train import pretrained
-    loaded = pretrained.load_model(run_dir)
+    from mirrortalk_jax.runs import loader
+    loaded = loader.load_model(run_dir)
     model = loaded.model
 
     def predict(split: Split) -> list[np.ndarray]:
@@ -274,8 +274,8 @@ def ics_a2m(run_dir: str | os.PathLike, settings: Settings, *, control: bool = F
     the run's `eval_sampling` settings (ODE grid, guidance on the prompt, temperature). Frames past a clip's end
     are masked out of attention (frame_mask), so batching clips of different lengths changes nothing."""
     from mirrortalk_jax.models.mimictalk import a2m as mimictalk_a2m
-    from mirrortalk_jax.train import pretrained
-    loaded = pretrained.load_model(run_dir)
+    from mirrortalk_jax.runs import loader
+    loaded = loader.load_model(run_dir)
     model = loaded.model
     rate = model.audio_rate
 
@@ -304,8 +304,8 @@ GENERATORS: dict[str, Callable[..., Method]] = {"mirrortalk": mirrortalk, "dream
 
 def generator(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
     """The method of any trained generator run, chosen by its config's model.name (see GENERATORS)."""
-    from mirrortalk_jax.train import pretrained
-    name = pretrained.load_config(run_dir)[0].model.name
+    from mirrortalk_jax.runs import loader
+    name = loader.stored_model(run_dir).config.model.name
     if name not in GENERATORS:
         raise ValueError(f"{run_dir}: model {name!r} is not a motion generator the suite can run; "
                          f"generators: {sorted(GENERATORS)}")

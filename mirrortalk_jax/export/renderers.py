@@ -64,7 +64,7 @@ SPECS: dict[str, Callable[[ml_collections.ConfigDict, tuple[int, int]], ExportSp
 def export_renderer(model_or_checkpoint_dir: nnx.Module | str | os.PathLike, out_dir: str | os.PathLike, *,
                     config: ml_collections.ConfigDict | None = None, image_size: Sequence[int] | None = None,
                     platforms: Sequence[str] = DEFAULT_PLATFORMS) -> Path:
-    """Exports a renderer: a converted checkpoint folder (run.load_converted) or a model with its `config`.
+    """Exports a renderer: a converted checkpoint folder (runs.loader.load_model) or a model with its `config`.
 
     `image_size` (H, W): default the config's `image_size` (256x256 for the released PIRenderer). The batch
     size stays symbolic. The manifest records the checkpoint's sha256 (the original file's, when the converter
@@ -72,10 +72,11 @@ def export_renderer(model_or_checkpoint_dir: nnx.Module | str | os.PathLike, out
     """
     source: dict[str, object] = {}
     if isinstance(model_or_checkpoint_dir, str | os.PathLike):
-        from mirrortalk_jax.convert import converted, run
+        from mirrortalk_jax.runs import converted, loader
 
         directory = Path(model_or_checkpoint_dir)
-        model, config, _ = run.load_converted(directory)
+        loaded = loader.load_model(directory)
+        model, config = loaded.model, loaded.model_config
         meta = converted.load_meta(directory)
         source = {"checkpoint": meta.get("source") or None, "sha256": meta.get("source_sha256"),
                   "converted_checkpoint": directory.name, "converted_sha256": directory_sha256(directory)}

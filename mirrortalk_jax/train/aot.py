@@ -27,7 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC, MotionSpec
 from mirrortalk_jax.models.registry import create_model
-from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, state as state_lib
+from mirrortalk_jax.runs import checkpointing
+from mirrortalk_jax.train import mesh as mesh_lib, state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)

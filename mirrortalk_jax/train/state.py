@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mirrortalk_jax.models import registry
 from mirrortalk_jax.train import param_groups
 
 
@@ -68,15 +69,16 @@ class Training:
     samples: bool  # the model has `generate_for_eval(batch, rng) -> (B, L, D) motion`
 
 
-def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config) -> Training:
-    """Builds the optimizer and init function. Models may declare two optional static attributes:
-    `pretrained_subtrees` {subtree: run dir} loaded at a fresh start, and `frozen_subtrees` never trained."""
+def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config, *,
+                  init_from: tuple[tuple[str, str], ...] = ()) -> Training:
+    """Builds the optimizer and init function. The model's frozen parts (`registry.frozen_subtrees`) are never
+    trained; `init_from` (the parts' runs, `runs.loader.Recipe.init_from`) and the config's `train.init_from`
+    are loaded at a fresh start."""
     abstract_model = nnx.eval_shape(lambda: model_factory(nnx.Rngs(0)))
-    frozen = tuple(getattr(abstract_model, "frozen_subtrees", ()))
+    frozen = registry.frozen_subtrees(abstract_model)
     tx, schedule = make_optimizer(train_config, frozen)
     graphdef, init = make_init(model_factory, tx, train_config.ema_decay > 0)
-    init_from = tuple(getattr(abstract_model, "pretrained_subtrees", {}).items()) + tuple(
-        tuple(x) for x in train_config.get("init_from") or ())
+    init_from = tuple(init_from) + tuple(tuple(x) for x in train_config.get("init_from") or ())
     return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from,
                     samples=hasattr(abstract_model, "generate_for_eval"))
 

@@ -1,7 +1,7 @@
 """The trainer shared by every model: `train_and_evaluate(config, workdir)`.
 
 A linear script in banner sections (data, mesh, model and state, restore, steps, loop). The model enters only
-through `models.registry.create_model` and its `loss(batch, rng, train)`.
+through its recipe (`runs.loader.recipe`: the registry model with its parts) and its `loss(batch, rng, train)`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from tqdm import tqdm
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import motion_error, preview
-from mirrortalk_jax.models.registry import create_model
-from mirrortalk_jax.train import checkpointing, mesh as mesh_lib, param_groups, pretrained, sharding_guard
+from mirrortalk_jax.runs import checkpointing, loader
+from mirrortalk_jax.train import mesh as mesh_lib, param_groups, sharding_guard, warm_start
 from mirrortalk_jax.train import state as state_lib
 from mirrortalk_jax.train.preemption import Preemption
 from mirrortalk_jax.train.metrics import MetricWriter
@@ -104,7 +104,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raise ValueError(f"train.batch_size={tc.batch_size} must divide by the data*fsdp mesh size {batch_shards}")
 
     # ----- Model and state -----
-    training = state_lib.make_training(lambda rngs: create_model(config.model, train_source.spec, rngs), tc)
+    # The model's parts (a frozen expert, a pretrained style encoder) are built from their runs' stored configs.
+    recipe = loader.recipe(config.model, train_source.spec)
+    training = state_lib.make_training(recipe.factory, tc, init_from=recipe.init_from)
     init_rng, step_rng = jax.random.split(jax.random.key(tc.seed))
     abstract = jax.eval_shape(training.init, init_rng)
     unmatched = [p for p, n in param_groups.matched_groups(abstract.params, training.param_groups).items() if n == 0]
@@ -117,7 +119,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # ----- Restore or initialise -----
     ckpt = checkpointing.Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
-    meta = {"config": json.loads(config.to_json_best_effort()), "motion_spec": train_source.spec.to_json()}
+    meta = {"config": json.loads(config.to_json_best_effort()), "motion_spec": train_source.spec.to_json(),
+            "parts": dict(recipe.parts)}
     # A corrupt latest checkpoint is an error naming the step and file, unless the config asks to fall back.
     restored = ckpt.restore_latest(checkpointing.abstract_with_shardings(abstract, shardings), train_iter,
                                    fallback_to_previous=bool(tc.fallback_to_previous_checkpoint))
@@ -126,7 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     else:
         state = jax.jit(training.init, out_shardings=shardings)(init_rng)
         for subtree, run_dir in training.init_from:
-            state = pretrained.init_subtree_from(state, subtree, run_dir, shardings)
+            state = warm_start.load_subtree(state, subtree, run_dir, shardings)
 
     # ----- Steps -----
     batch_sharding = pipeline.batch_sharding(mesh)

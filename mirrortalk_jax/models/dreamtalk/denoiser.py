@@ -36,12 +36,15 @@ from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.dreamtalk import lip_expert as lip
 from mirrortalk_jax.models.dreamtalk import net as dreamtalk_net
 from mirrortalk_jax.models.dreamtalk.net import DreamTalkDenoiser, dims_from_config
-from mirrortalk_jax.models.registry import register
+from mirrortalk_jax.models.registry import Part, register
 from mirrortalk_jax.sample import dreamtalk as dt_sample
 
 
 class DreamTalk(nnx.Module):
-    def __init__(self, config, spec: MotionSpec | None, rngs: nnx.Rngs):
+    """Part: `lip_expert`, a style-aware lip expert run (frozen), whose sync loss on the x0 estimate is added with
+    `sync_weight` (not part of the exact port: the network stays untouched)."""
+
+    def __init__(self, config, spec: MotionSpec | None, rngs: nnx.Rngs, *, lip_expert: nnx.Module | None = None):
         self.dims = dims_from_config(config, spec)
         self.net = DreamTalkDenoiser(self.dims, rngs)
         self.win_size, self.audio_stride = int(config.win_size), int(config.get("audio_stride", 1))
@@ -51,11 +54,11 @@ class DreamTalk(nnx.Module):
         self.null_prob = float(config.cf_guidance.null_prob)
         self.guidance_scale = config.cf_guidance.get("scale", 1.0)
         self.ddim_steps = int(config.get("sampler", {}).get("ddim_steps", 10))
-        # Lip-sync loss of a frozen lip expert run (not part of the exact port: the network stays untouched).
-        self.lip_expert_run = str(config.get("lip_expert_workdir", "") or "")
         self.sync_weight, self.sync_max_t = float(config.get("sync_weight", 0.0)), int(config.get("sync_max_t", 0))
-        self.lip_expert = nnx.data(_lip_expert(self.lip_expert_run, spec, self.audio_stride * self.dims.audio_dim,
-                                               rngs) if self.lip_expert_run else None)
+        if lip_expert is not None:
+            _check_lip_expert(lip_expert, config.get("lip_expert_workdir"), self.audio_stride * self.dims.audio_dim)
+        self.lip_expert = nnx.data(lip_expert)
+        self.frozen_parts = ("lip_expert",) if lip_expert is not None else ()
 
     @property
     def style_max_len(self) -> int:
@@ -90,14 +93,6 @@ class DreamTalk(nnx.Module):
         return clip, pad_mask
 
     # ----- What the trainer reads -----
-
-    @property
-    def pretrained_subtrees(self) -> dict[str, str]:
-        return {"lip_expert": self.lip_expert_run} if self.lip_expert_run else {}
-
-    @property
-    def frozen_subtrees(self) -> tuple[str, ...]:
-        return ("lip_expert",) if self.lip_expert is not None else ()
 
     def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict[str, Any]]:
         k_t, k_noise, k_null, k_drop = jax.random.split(rng, 4)
@@ -183,23 +178,19 @@ class StyleEncoder(dreamtalk_net.StyleEncoder):
         return super().__call__(motion, None if mask is None else ~mask.astype(bool), rng)
 
 
-def _lip_expert(run_dir: str, spec: MotionSpec | None, audio_width: int, rngs: nnx.Rngs) -> lip.DreamTalkLipExpert:
-    """The lip expert run's architecture (its weights are loaded by the trainer), checked against this model:
-    it must judge the same per-frame audio features (B, L, audio_width) that the denoiser's batches carry."""
-    from mirrortalk_jax.train import pretrained  # the train package imports the model registry
-
-    expert = pretrained.run_model(run_dir, spec, rngs)
+def _check_lip_expert(expert: nnx.Module, run: str | None, audio_width: int) -> None:
+    """The lip expert must be one, judging the same per-frame audio features (B, L, audio_width) that the
+    denoiser's batches carry."""
     if not isinstance(expert, lip.DreamTalkLipExpert):
-        raise TypeError(f"model.lip_expert_workdir={run_dir} trained a {type(expert).__name__}, not a "
+        raise TypeError(f"model.lip_expert_workdir={run} trained a {type(expert).__name__}, not a "
                         "configs/dreamtalk_lip_expert.py lip expert")
     if expert.audio_dim != audio_width:
-        raise ValueError(f"model.lip_expert_workdir={run_dir}: the lip expert reads {expert.audio_dim}-d audio "
+        raise ValueError(f"model.lip_expert_workdir={run}: the lip expert reads {expert.audio_dim}-d audio "
                          f"features per frame (its configs/dreamtalk_lip_expert.py model.audio_dim), but this "
                          f"denoiser's batches carry {audio_width} (configs/dreamtalk.py model.audio_stride x "
                          "model.audio_dim); train the expert on the same audio features")
-    return expert
 
 
-@register("dreamtalk")
-def _create(config, spec: MotionSpec | None, rngs: nnx.Rngs) -> DreamTalk:
-    return DreamTalk(config, spec, rngs)
+@register("dreamtalk", parts={"lip_expert": Part("lip_expert_workdir")})
+def _create(config, spec: MotionSpec | None, rngs: nnx.Rngs, **parts: nnx.Module) -> DreamTalk:
+    return DreamTalk(config, spec, rngs, **parts)

@@ -32,7 +32,7 @@ from flax import nnx
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.mirrortalk.motion_expert import sample_sync_pairs, sequence_windows
-from mirrortalk_jax.models.registry import register
+from mirrortalk_jax.models.registry import Part, register
 
 SIMILARITIES = ("affine", "relu")
 _P_EPS = 1e-6  # P_sync is kept in [eps, 1 - eps] so that -log P and -log(1 - P) stay finite
@@ -46,15 +46,9 @@ def _unit(h: jax.Array) -> jax.Array:
 # ----- Style sources -----
 
 
-def source_model(run_dir: str, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
-    """A fresh model with the architecture of a trained run or converted checkpoint that has a style encoder
-    (its config only is read, so this also runs under eval_shape); the trainer loads the weights at a fresh
-    start. Any motion space of the data's width: a style encoder must read the data's motion."""
-    from mirrortalk_jax.train import pretrained  # the train package imports the registry
-
-    model = pretrained.run_model(run_dir, spec, rngs, check_name=False)
-    style_code_of(model, None, None, check_only=True)
-    return model
+# A style source is any model with a style encoder, from a trained run or converted checkpoint (its weights
+# loaded by the run loader, frozen), of any motion space of the data's width.
+STYLE_SOURCE = Part("style_encoder_workdir", same_motion_space=False)
 
 
 def _bare_dreamtalk_encoder(model: nnx.Module) -> nnx.Module | None:
@@ -69,21 +63,20 @@ def _bare_dreamtalk_encoder(model: nnx.Module) -> nnx.Module | None:
     return model if type(model) is dreamtalk_net.StyleEncoder else None
 
 
-def style_code_of(model: nnx.Module, motion: jax.Array | None, mask: jax.Array | None, *,
-                  check_only: bool = False) -> jax.Array | None:
+def style_code_of(model: nnx.Module, motion: jax.Array, mask: jax.Array) -> jax.Array:
     """Style code (B, S) of clips (B, R, D) with valid-frame mask (B, R) bool, from any model that has one:
     `style_code(motion, mask)` (DreamTalk, MirrorTalk, this expert), DreamTalk's bare network or style encoder
     (pad-mask convention), an SDSE stage-1 run (`encoder`), or a style encoder module `model(motion, mask)`.
-    check_only: raise TypeError if there is none, compute nothing."""
+    Raises TypeError for a model without one."""
     bare = _bare_dreamtalk_encoder(model)
     if bare is not None:
-        return None if check_only else bare(motion, ~mask)
+        return bare(motion, ~mask)
     if hasattr(model, "style_code"):
-        return None if check_only else model.style_code(motion, mask)
+        return model.style_code(motion, mask)
     if hasattr(model, "loss") and hasattr(model, "encoder"):  # a trained model holding its style encoder
-        return None if check_only else model.encoder(motion, mask)
+        return model.encoder(motion, mask)
     if callable(model) and not hasattr(model, "loss"):  # a style encoder module itself
-        return None if check_only else model(motion, mask)
+        return model(motion, mask)
     raise TypeError(f"{type(model).__name__} has no style encoder (style_code(motion, mask) or encoder)")
 
 
@@ -170,10 +163,12 @@ class AudioEncoder(nnx.Module):
 class DreamTalkLipExpert(nnx.Module):
     """Style-aware lip-sync expert. K = `window` frames; E = embed_dim; F = audio_dim; D = spec.dim; S = style.
 
-    Callers pass full (D-channel) motion; the expert reads only the spec's `lower` group (the mouth).
+    Callers pass full (D-channel) motion; the expert reads only the spec's `lower` group (the mouth). Part:
+    `style_source` (a run with a style encoder, frozen) when conditional; without it the expert builds its style
+    encoder from `config.style_encoder` and trains it jointly.
     """
 
-    def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs):
+    def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs, *, style_source: nnx.Module | None = None):
         probs = (config.positive_prob, config.near_shift_prob, config.far_shift_prob)
         if min(probs) < 0 or sum(probs) > 1 + 1e-6:
             raise ValueError(f"positive/near/far shift probabilities must be >= 0 and sum to <= 1, got {probs}")
@@ -191,31 +186,23 @@ class DreamTalkLipExpert(nnx.Module):
         self.far_shift = tuple(int(v) for v in config.far_shift)
         self.pairs_per_clip = int(config.pairs_per_clip)
         self.conditional = bool(config.get("conditional", True))
-        self.style_run = (config.get("style_encoder_workdir") or "") if self.conditional else ""
+        if style_source is not None and not self.conditional:
+            raise ValueError(f"an unconditional lip expert (model.conditional=False) takes no style source; unset "
+                             f"model.style_encoder_workdir={config.get('style_encoder_workdir')}")
 
-        source, style_dim = None, 0
-        if self.style_run:  # loaded and frozen by the trainer (pretrained_subtrees / frozen_subtrees)
-            source = source_model(self.style_run, spec, rngs)
-            style_dim = style_width(source, spec.dim)
+        source, style_dim = style_source, 0
+        if style_source is not None:
+            style_dim = style_width(style_source, spec.dim)
         elif self.conditional:
             source, style_dim = build_style_encoder(config.style_encoder, spec, rngs)
         self.style_source = source
+        self.frozen_parts = ("style_source",) if style_source is not None else ()
         hidden, style_hidden = int(config.hidden), int(config.style_hidden) if self.conditional else 0
         # Separate style projections per branch: each encoder decides what of the style it needs.
         self.motion_style = layers.dense(style_dim, style_hidden, ("embed", "mlp"), rngs) if style_hidden else None
         self.audio_style = layers.dense(style_dim, style_hidden, ("embed", "mlp"), rngs) if style_hidden else None
         self.lip_encoder = LipEncoder(len(self.lower), self.window, hidden, style_hidden, config.embed_dim, rngs)
         self.audio_encoder = AudioEncoder(self.audio_dim, self.window, hidden, style_hidden, config.embed_dim, rngs)
-
-    # ----- What the trainer reads -----
-
-    @property
-    def pretrained_subtrees(self) -> dict[str, str]:
-        return {"style_source": self.style_run} if self.style_run else {}
-
-    @property
-    def frozen_subtrees(self) -> tuple[str, ...]:
-        return ("style_source",) if self.style_run else ()
 
     # ----- Embeddings and probabilities -----
 
@@ -225,7 +212,7 @@ class DreamTalkLipExpert(nnx.Module):
         if not self.conditional:
             return jnp.zeros(reference_motion.shape[:1] + (0,), reference_motion.dtype)
         code = style_code_of(self.style_source, reference_motion, reference_mask.astype(bool))
-        return jax.lax.stop_gradient(code) if self.style_run else code
+        return jax.lax.stop_gradient(code) if "style_source" in self.frozen_parts else code
 
     def _style_features(self, proj: nnx.Linear | None, style_code: jax.Array, lead: tuple[int, ...]) -> jax.Array:
         n = int(np.prod(lead))
@@ -323,6 +310,6 @@ def sync_loss(expert: DreamTalkLipExpert, motion: jax.Array, audio_features: jax
     return -(jnp.log(p) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 
-@register("dreamtalk_lip_expert")
-def _create(config, spec: MotionSpec, rngs: nnx.Rngs) -> DreamTalkLipExpert:
-    return DreamTalkLipExpert(config, spec, rngs)
+@register("dreamtalk_lip_expert", parts={"style_source": STYLE_SOURCE})
+def _create(config, spec: MotionSpec, rngs: nnx.Rngs, **parts: nnx.Module) -> DreamTalkLipExpert:
+    return DreamTalkLipExpert(config, spec, rngs, **parts)

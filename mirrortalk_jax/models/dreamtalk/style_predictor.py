@@ -32,7 +32,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.nn import layers
-from mirrortalk_jax.models.dreamtalk.lip_expert import build_style_encoder, source_model, style_code_of, style_width
+from mirrortalk_jax.models.dreamtalk.lip_expert import STYLE_SOURCE, build_style_encoder, style_code_of, style_width
 from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.models.mirrortalk.style_encoder import EncoderLayer, freeze
 from mirrortalk_jax.objectives import diffusion
@@ -109,17 +109,18 @@ class StylePredictorNet(nnx.Module):
 
 
 class DreamTalkStylePredictor(nnx.Module):
-    """The trainable style predictor: frozen style source (targets) + `StylePredictorNet` + diffusion."""
+    """The trainable style predictor: frozen style source (targets) + `StylePredictorNet` + diffusion.
 
-    def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs):
-        self.style_run = config.get("style_encoder_workdir") or ""
-        if self.style_run:  # loaded and frozen by the trainer
-            source = source_model(self.style_run, spec, rngs)
-        else:
-            # A fixed, randomly initialised style encoder: codes that differ by style, but learned by no one.
-            # For smoke tests and shape checks only; real training points style_encoder_workdir at a run.
+    Part: `style_source`, a run with a style encoder (frozen). Without it a fixed, randomly initialised style
+    encoder gives codes that differ by style but were learned by no one: for smoke tests and shape checks only.
+    """
+
+    def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs, *, style_source: nnx.Module | None = None):
+        source = style_source
+        if source is None:
             source = freeze(build_style_encoder(config.style_encoder, spec, rngs)[0])
         self.style_source = source
+        self.frozen_parts = ("style_source",) if style_source is not None else ()
         self.style_dim = style_width(source, spec.dim)
         self.use_identity = bool(config.get("use_identity", True))
         self.num_landmarks = int(config.num_landmarks)
@@ -136,16 +137,6 @@ class DreamTalkStylePredictor(nnx.Module):
         self.prediction, self.weighting = d.prediction, d.weighting
         self.p_drop = (float(config.cfg.p_drop_audio), float(config.cfg.p_drop_identity),
                        float(config.cfg.p_drop_both))
-
-    # ----- What the trainer reads -----
-
-    @property
-    def pretrained_subtrees(self) -> dict[str, str]:
-        return {"style_source": self.style_run} if self.style_run else {}
-
-    @property
-    def frozen_subtrees(self) -> tuple[str, ...]:
-        return ("style_source",) if self.style_run else ()
 
     def schedule(self) -> diffusion.DiffusionSchedule:
         with jax.ensure_compile_time_eval():  # concrete even under jit: samplers derive grids from it
@@ -278,6 +269,6 @@ def generate_without_reference(predictor: DreamTalkStylePredictor, denoiser: nnx
     return motion, code
 
 
-@register("dreamtalk_style_predictor")
-def _create(config, spec: MotionSpec, rngs: nnx.Rngs) -> DreamTalkStylePredictor:
-    return DreamTalkStylePredictor(config, spec, rngs)
+@register("dreamtalk_style_predictor", parts={"style_source": STYLE_SOURCE})
+def _create(config, spec: MotionSpec, rngs: nnx.Rngs, **parts: nnx.Module) -> DreamTalkStylePredictor:
+    return DreamTalkStylePredictor(config, spec, rngs, **parts)

@@ -29,7 +29,7 @@ from flax import nnx
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.mimictalk.icl_transformer import InContextTransformer
 from mirrortalk_jax.models.nn.layers import fan_in_normal, param, scaled_normal
-from mirrortalk_jax.models.registry import register
+from mirrortalk_jax.models.registry import Part, register
 from mirrortalk_jax.objectives import flow_matching, infill_masks
 from mirrortalk_jax.sample import ode
 
@@ -79,7 +79,7 @@ class Prepared:
 class MimicTalkA2M(nnx.Module):
     """Audio encoder (+ optional pitch/blink/mouth-amp features) and the in-context flow transformer."""
 
-    def __init__(self, config, spec: MotionSpec | None, rngs: nnx.Rngs):
+    def __init__(self, config, spec: MotionSpec | None, rngs: nnx.Rngs, *, motion_expert: nnx.Module | None = None):
         motion_dim = int(config.get("motion_dim", 0) or 0) or (spec.dim if spec is not None else 0)
         if not motion_dim or (spec is not None and spec.dim != motion_dim):
             raise ValueError(f"model.motion_dim={config.get('motion_dim')} does not fit the motion space "
@@ -116,20 +116,9 @@ class MimicTalkA2M(nnx.Module):
         self.p_drop_prompt, self.p_null_aux = float(t.get("p_drop_prompt", 0.0)), float(t.get("p_null_aux", 0.5))
         self.sync_weight, self.sync_min_t = float(t.get("sync_weight", 0.0)), float(t.get("sync_min_t", 0.0))
         self.eval_sampling = tuple(sorted(dict(config.get("eval_sampling") or {}).items()))
-        self.expert_run = str(config.get("motion_expert_workdir", "") or "")
-        from mirrortalk_jax.train import pretrained  # the train package imports the model registry
-
-        self.motion_expert = nnx.data(pretrained.run_model(self.expert_run, spec, rngs) if self.expert_run else None)
-
-    # ----- What the trainer reads -----
-
-    @property
-    def pretrained_subtrees(self) -> dict[str, str]:
-        return {"motion_expert": self.expert_run} if self.expert_run else {}
-
-    @property
-    def frozen_subtrees(self) -> tuple[str, ...]:
-        return ("motion_expert",) if self.motion_expert is not None else ()
+        # Part: a motion expert run (frozen) whose sync loss on the one-step estimate is added with sync_weight.
+        self.motion_expert = nnx.data(motion_expert)
+        self.frozen_parts = ("motion_expert",) if motion_expert is not None else ()
 
     # ----- The original's forward pieces -----
 
@@ -296,6 +285,6 @@ def generate(model: MimicTalkA2M, audio: jax.Array, rng: jax.Array, **kwargs) ->
     return _compiled_sampler(graphdef, settings)(state, audio, context, rng)
 
 
-@register("mimictalk_a2m")
-def _create(config, spec: MotionSpec | None, rngs: nnx.Rngs) -> MimicTalkA2M:
-    return MimicTalkA2M(config, spec, rngs)
+@register("mimictalk_a2m", parts={"motion_expert": Part("motion_expert_workdir")})
+def _create(config, spec: MotionSpec | None, rngs: nnx.Rngs, **parts: nnx.Module) -> MimicTalkA2M:
+    return MimicTalkA2M(config, spec, rngs, **parts)

@@ -20,14 +20,9 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.mirrortalk.dit import DiTDenoiser
-from mirrortalk_jax.models.registry import create_model, register
+from mirrortalk_jax.models.registry import Part, register
 from mirrortalk_jax.objectives import diffusion
 from mirrortalk_jax.sample import diffusion as samplers
-
-
-def _run_model(run_dir: str, spec: MotionSpec, rngs: nnx.Rngs) -> nnx.Module:
-    from mirrortalk_jax.train import pretrained  # the train package imports the model registry
-    return pretrained.run_model(run_dir, spec, rngs)
 
 
 def temporal_smoothness(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -38,16 +33,21 @@ def temporal_smoothness(pred: jax.Array, target: jax.Array, mask: jax.Array) -> 
 
 
 class MirrorTalk(nnx.Module):
-    def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs):
+    """Parts: `style_encoder`, an SDSE (a stage-1 run, frozen unless `freeze_style_encoder` is False, or built
+    from `model.style_encoder` and trained jointly); `motion_expert`, a stage-0 run, frozen (optional)."""
+
+    def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs, *, style_encoder: nnx.Module,
+                 motion_expert: nnx.Module | None = None):
+        if not hasattr(style_encoder, "encoder"):
+            raise TypeError(f"style_encoder {type(style_encoder).__name__} is not an SDSE (configs/style_encoder.py)")
         self.spec_dim = spec.dim
-        self.style_run = config.get("style_encoder_workdir", "") or ""
-        self.expert_run = config.get("motion_expert_workdir", "") or ""
-        self.freeze_style = bool(config.get("freeze_style_encoder", True)) and bool(self.style_run)
-        if self.style_run:
-            self.style_encoder = _run_model(self.style_run, spec, rngs)
-        else:
-            self.style_encoder = create_model(config.style_encoder, spec, rngs)
-        self.motion_expert = _run_model(self.expert_run, spec, rngs) if self.expert_run else None
+        # A stage-1 SDSE (from a run) is not trained on its own losses here; a jointly built one is.
+        self.style_from_run = bool(config.get("style_encoder_workdir"))
+        self.freeze_style = bool(config.get("freeze_style_encoder", True)) and self.style_from_run
+        self.style_encoder = style_encoder
+        self.motion_expert = motion_expert
+        frozen = {"style_encoder": self.freeze_style, "motion_expert": motion_expert is not None}
+        self.frozen_parts = tuple(name for name, is_frozen in frozen.items() if is_frozen)
         style_dim = self.style_encoder.encoder.style_head.out_features
         self.denoiser = DiTDenoiser(spec, audio_dim=config.audio_dim, style_dim=style_dim, hidden=config.hidden,
                                     num_layers=config.num_layers, num_heads=config.num_heads,
@@ -62,22 +62,6 @@ class MirrorTalk(nnx.Module):
         self.p_drop = (float(config.cfg.p_drop_audio), float(config.cfg.p_drop_style), float(config.cfg.p_drop_both))
         self.weights = tuple(sorted(dict(config.loss_weights).items()))
         self.eval_sampler_steps = int(config.get("eval_sampler_steps", 20))
-
-    # ----- What the trainer reads -----
-
-    @property
-    def pretrained_subtrees(self) -> dict[str, str]:
-        runs = {"style_encoder": self.style_run, "motion_expert": self.expert_run}
-        return {k: v for k, v in runs.items() if v}
-
-    @property
-    def frozen_subtrees(self) -> tuple[str, ...]:
-        frozen = ["motion_expert"] if self.motion_expert is not None else []
-        if self.freeze_style:
-            frozen.append("style_encoder")
-        else:  # fine-tuned SDSE: what it froze itself stays frozen
-            frozen += [f"style_encoder/{s}" for s in getattr(self.style_encoder, "frozen_subtrees", ())]
-        return tuple(frozen)
 
     def schedule(self) -> diffusion.DiffusionSchedule:
         # Concrete arrays even under jit: samplers derive their timestep grids (e.g. log-SNR spacing) from it.
@@ -113,7 +97,7 @@ class MirrorTalk(nnx.Module):
             sync = self.motion_expert.sync_loss(x0_pred, audio, mask & ~drop_audio[:, None])
             total = total + w.get("sync", 0.0) * sync
             metrics["sync"] = sync
-        if not self.style_run and w.get("style", 0.0) > 0:
+        if not self.style_from_run and w.get("style", 0.0) > 0:
             style_loss, style_metrics = self.style_encoder.loss(batch, k_style, True)
             total = total + w["style"] * style_loss
             metrics.update({f"sdse_{k}": v for k, v in style_metrics.items()})
@@ -188,6 +172,7 @@ def generate(model: MirrorTalk, audio_features: jax.Array, reference_motion: jax
                                 overlap_frames, rng, motion_dim=model.spec_dim)
 
 
-@register("mirrortalk")
-def _create(config, spec: MotionSpec, rngs: nnx.Rngs) -> MirrorTalk:
-    return MirrorTalk(config, spec, rngs)
+@register("mirrortalk", parts={"style_encoder": Part("style_encoder_workdir", config_key="style_encoder"),
+                               "motion_expert": Part("motion_expert_workdir")})
+def _create(config, spec: MotionSpec, rngs: nnx.Rngs, **parts: nnx.Module) -> MirrorTalk:
+    return MirrorTalk(config, spec, rngs, **parts)

@@ -24,7 +24,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.nn import layers
-from mirrortalk_jax.models.registry import register
+from mirrortalk_jax.models.registry import Part, register
 from mirrortalk_jax.objectives import disentangle
 
 
@@ -167,11 +167,10 @@ class StyleEncoderModel(nnx.Module):
 
     Args:
       encoder: the StyleEncoder to train.
-      content_encoder: frozen content encoder (see `ContentEncoder`). Its nnx.Params are converted to `Frozen`
-        variables, unless `content_encoder_run` is given.
-      content_encoder_run: a trained motion-expert workdir whose weights the trainer loads into
-        `content_encoder` at a fresh start (`pretrained_subtrees`); its Params then stay Params (the loader
-        fills Params) and are frozen through `frozen_subtrees` (learning rate and weight decay 0).
+      content_encoder: the content encoder (see `ContentEncoder`), never trained here: a part from a run (a
+        motion expert; its weights loaded by the run loader, kept as Params and frozen through `frozen_parts`),
+        or a fixed module whose Params become `Frozen` variables (`content_from_run` False).
+      content_from_run: whether `content_encoder` is a part from a run.
       num_speakers: > 0 adds a linear speaker classifier on the style code (0 disables it).
       weights: loss weights {"triplet", "hsic", "ortho", "content", "cls"}.
       margin: triplet margin; metric: "cosine" or "l2" (see `disentangle.distance`).
@@ -180,15 +179,15 @@ class StyleEncoderModel(nnx.Module):
 
     def __init__(self, encoder: StyleEncoder, content_encoder: nnx.Module, *, num_speakers: int,
                  weights: dict[str, float], margin: float, metric: str = "cosine", hard_negatives: bool = False,
-                 content_encoder_run: str = "", rngs: nnx.Rngs):
+                 content_from_run: bool = False, rngs: nnx.Rngs):
         if not hasattr(content_encoder, "content_embedding"):
             raise TypeError(f"content encoder {type(content_encoder).__name__} has no content_embedding(audio, mask)")
         unknown = set(weights) - {"triplet", "hsic", "ortho", "content", "cls"}
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")
         self.encoder = encoder
-        self.content_encoder_run = str(content_encoder_run)
-        self.content_encoder = content_encoder if content_encoder_run else freeze(content_encoder)
+        self.content_encoder = content_encoder if content_from_run else freeze(content_encoder)
+        self.frozen_parts = ("content_encoder",) if content_from_run else ()
         # A tuple, not a dict: static module attributes end up in the (hashable) graphdef.
         self.weights = tuple(sorted((k, float(v)) for k, v in weights.items()))
         self.margin, self.metric, self.hard_negatives = float(margin), metric, hard_negatives
@@ -196,16 +195,6 @@ class StyleEncoderModel(nnx.Module):
         style_dim = encoder.style_head.out_features
         # Speakers have no mesh axis of their own; "kv" maps to none (the classifier is small).
         self.classifier = layers.dense(style_dim, num_speakers, ("mlp", "kv"), rngs) if num_speakers > 0 else None
-
-    # Read by the trainer (train.state.make_training). Properties, not attributes: a dict attribute would
-    # make the graphdef unhashable.
-    @property
-    def pretrained_subtrees(self) -> dict[str, str]:
-        return {"content_encoder": self.content_encoder_run} if self.content_encoder_run else {}
-
-    @property
-    def frozen_subtrees(self) -> tuple[str, ...]:
-        return ("content_encoder",) if self.content_encoder_run else ()
 
     def content_features(self, batch: dict[str, jax.Array]) -> jax.Array:
         """(B, E) content features of the batch windows, from the frozen content encoder (no gradient)."""
@@ -278,40 +267,25 @@ class StyleEncoderModel(nnx.Module):
         return total, metrics
 
 
-def content_encoder_from_run(run_dir: str, rngs: nnx.Rngs) -> nnx.Module:
-    """A freshly initialised model with the architecture of the trained run `run_dir` (a motion expert).
-
-    Only the run's config is read here (cheap, no arrays): the factory also runs under eval_shape and jit.
-    The trainer loads the trained weights at a fresh start (see `StyleEncoderModel.pretrained_subtrees`).
-    """
-    from mirrortalk_jax.train import pretrained  # the train package imports the model registry
-    model = pretrained.run_model(run_dir, None, rngs)
-    if not hasattr(model, "content_embedding"):
-        raise TypeError(f"run {run_dir} trained a {type(model).__name__} model, which has no "
-                        "content_embedding(audio_features, mask); point content_encoder_workdir at a motion expert")
-    return model
-
-
-@register("style_encoder")
+@register("style_encoder", parts={"content_encoder": Part("content_encoder_workdir")})
 def create_style_encoder_model(config, spec: MotionSpec, rngs: nnx.Rngs, content_encoder: nnx.Module | None = None
                                ) -> StyleEncoderModel:
-    """The registry factory.
-
-    The content encoder is, in order: `content_encoder` when given (frozen as `Frozen` variables); the motion
-    expert of `config.content_encoder_workdir` (weights loaded and frozen by the trainer); a fixed
-    `RandomContentProjection` of the mean audio features.
-    """
+    """The registry factory. The content encoder is the `content_encoder` part (the motion expert of
+    `config.content_encoder_workdir`, frozen) when given, else a fixed `RandomContentProjection` of the mean
+    audio features."""
+    if content_encoder is not None and not hasattr(content_encoder, "content_embedding"):
+        raise TypeError(f"model.content_encoder_workdir={config.get('content_encoder_workdir')} holds a "
+                        f"{type(content_encoder).__name__}, which has no content_embedding(audio_features, mask); "
+                        "point it at a motion expert")
     encoder = StyleEncoder(motion_dim=spec.dim, hidden=config.hidden, num_layers=config.num_layers,
                            num_heads=config.num_heads, mlp_dim=config.mlp_dim, num_slots=config.num_slots,
                            style_dim=config.style_dim, content_dim=config.content_dim,
                            max_frames=config.max_frames, rngs=rngs)
-    run = ""
+    from_run = content_encoder is not None
     if content_encoder is None:
-        run = config.get("content_encoder_workdir") or ""
-        content_encoder = (content_encoder_from_run(run, rngs) if run
-                           else RandomContentProjection(config.audio_dim, config.content_dim, rngs))
+        content_encoder = RandomContentProjection(config.audio_dim, config.content_dim, rngs)
     weights = {k: float(config.loss_weights[k]) for k in config.loss_weights}
     return StyleEncoderModel(encoder, content_encoder, num_speakers=config.num_speakers, weights=weights,
                              margin=config.margin, metric=config.get("distance", "cosine"),
-                             hard_negatives=config.get("hard_negatives", False), content_encoder_run=run,
+                             hard_negatives=config.get("hard_negatives", False), content_from_run=from_run,
                              rngs=rngs)

@@ -1,7 +1,7 @@
 """Converted checkpoints on disk: DIR/variables (Orbax) + DIR/model.json (what to build), loadable by name.
 
     converted.save("ckpt/dreamtalk", variables, model_config=config.model, source="denoising_network.pth")
-    model = train.pretrained.load_model("ckpt/dreamtalk").model        # same call as for a training run
+    model = runs.loader.load_model("ckpt/dreamtalk").model        # same call as for a training run
 
 `model.json` holds {"format", "config": {"model": ...}, "motion_spec", "source"} so the model is rebuilt
 through the registry (`config.model.name`) without the original files. Variables restore onto any devices.
@@ -24,11 +24,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.data.motion_spec import MotionSpec
 
 FORMAT = "mirrortalk_jax.converted/1"
 META_FILE = "model.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint (converted folder or training run) that cannot be read as, or does not fit, its model."""
 
 
 def is_converted(directory: str | os.PathLike) -> bool:
@@ -97,7 +100,7 @@ def load_meta(directory: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is missing: {directory} is not a converted checkpoint")
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
-        raise ConversionError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     return meta
 
 
@@ -113,7 +116,7 @@ def motion_spec(directory: str | os.PathLike) -> MotionSpec | None:
 def restore(directory: str | os.PathLike, abstract: nnx.State) -> nnx.State:
     """The saved variables in the structure of `abstract` (from nnx.eval_shape), on the default device.
 
-    A checkpoint of another architecture or size raises ConversionError naming the differing entries.
+    A checkpoint of another architecture or size raises CheckpointError naming the differing entries.
     """
     directory = Path(directory).expanduser().absolute()
     load_meta(directory)
@@ -140,5 +143,5 @@ def _check_same_tree(directory: Path, saved: Any, target: Any) -> None:
     unexpected = sorted(have.keys() - want.keys())
     shapes = sorted(f"{k}: saved {have[k]} vs model {want[k]}" for k in have.keys() & want.keys() if have[k] != want[k])
     if missing or unexpected or shapes:
-        raise ConversionError(f"{directory} does not fit the model built from its model.json: missing {missing[:20]}, "
+        raise CheckpointError(f"{directory} does not fit the model built from its model.json: missing {missing[:20]}, "
                               f"unexpected {unexpected[:20]}, shape mismatches {shapes[:20]}")

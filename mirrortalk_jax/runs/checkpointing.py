@@ -1,7 +1,8 @@
 """Orbax checkpoints of a training run: train state + Grain iterator state + the config, resumable anywhere.
 
 Layout: WORKDIR/checkpoints/<step>/{state, data_iter, config}; `config` is JSON: {"config": the run's config,
-"motion_spec": its motion space}, enough to rebuild the model without the dataset (see train/pretrained.py). The state is restored against an abstract
+"motion_spec": its motion space, "parts": the configs of the parts it was built with}, enough to rebuild the
+model without the dataset or other runs (runs/loader.py). The state is restored against an abstract
 tree whose leaves carry the *target* shardings, so a checkpoint written on one mesh restores onto another.
 
 The data iterator's state is one `data_iter/process_<i>-of-<n>.json` per process. A run resumed with a different
@@ -138,6 +139,27 @@ class Checkpointer:
         if data_iter is not None and not same_processes:
             _restore_iterator_across_process_counts(data_iter, saved_iterators, step)
         return restored["state"]
+
+    def restore_fields(self, step: int, wanted: dict[str, Any]) -> dict[str, Any]:
+        """Only the top-level fields `wanted` ({field: abstract pure-dict tree with target shardings}) of the
+        saved train state, after verifying the step's files: e.g. the parameters for inference, without reading
+        the optimizer moments. A field saved as None (EMA disabled) comes back None."""
+        self.verify(step)
+        directory = self.step_dir(step) / "state"
+        handler = ocp.PyTreeCheckpointHandler()
+        try:
+            saved = handler.metadata(directory)
+            saved = getattr(saved, "tree", saved)
+            target = {field: tree for field, tree in wanted.items() if saved.get(field) is not None}
+            try:  # partial_restore: the fields left out of `target` are never read
+                restored = handler.restore(directory, args=ocp.args.PyTreeRestore(
+                    target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"checkpoint {self.directory}/{step} does not match the model its config builds "
+                                 f"(different architecture or sizes?): {e}") from e
+        finally:
+            handler.close()
+        return {field: restored.get(field) for field in wanted}
 
     def restore_latest(self, abstract_state: Any, data_iter: grain.DatasetIterator | None, *,
                        fallback_to_previous: bool = False) -> tuple[int, Any] | None:
