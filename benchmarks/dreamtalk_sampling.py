@@ -70,8 +70,9 @@ def main(args: argparse.Namespace) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from mirrortalk_jax import base_config
-    from mirrortalk_jax.data.feature_windows import audio_windows_jax
+    from mirrortalk_jax.data.windows import centred_windows
     from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
+    from mirrortalk_jax.objectives.dreamtalk import variance_schedule
     from mirrortalk_jax.sample import dreamtalk as dt
 
     config = base_config.load_config_file(str(ROOT / "configs" / "dreamtalk.py"), "released").model
@@ -89,7 +90,7 @@ def main(args: argparse.Namespace) -> dict:
                "chunk_frames": args.chunk_frames, "parallel": args.parallel, "devices": len(jax.local_devices()),
                "build_seconds": round(time.perf_counter() - start, 2), "load_average_start": os.getloadavg()[0],
                "settings": []}
-    schedule = dt.variance_schedule(*tuple(results.get("schedule", (1000, 1e-4, 0.02))))
+    schedule = variance_schedule(*tuple(results.get("schedule", (1000, 1e-4, 0.02))))
     chosen = {s.strip() for s in args.settings.split(",")}
     for name, scale in SETTINGS:
         if name not in chosen:
@@ -114,7 +115,7 @@ def main(args: argparse.Namespace) -> dict:
             walls.append(time.perf_counter() - t)
             cpus.append(time.process_time() - c)
         r = args.reference_frames
-        windows = audio_windows_jax(rows, win, stride, 0, r)
+        windows = centred_windows(rows, win, stride=stride, num_frames=r, axis=1)
         ref = dt.ddim_sample_reference(net, windows, clip, pad, x_T[:, :r], schedule, args.steps,
                                        use_cf_guidance=scale is not None, cfg_scale=1.0 if scale is None else scale)
         diff = float(jnp.abs(out[:, :r] - ref).max())
@@ -129,7 +130,7 @@ def main(args: argparse.Namespace) -> dict:
         results["settings"].append(entry)
         print(json.dumps(entry), flush=True)
     if args.reference_timing:  # the original's demo computation: full network, both branches, every step
-        windows = audio_windows_jax(rows, win, stride, 0, frames)
+        windows = centred_windows(rows, win, stride=stride, num_frames=frames, axis=1)
         dt.ddim_sample_reference(net, windows[:, :8], clip, pad, x_T[:, :8], schedule, 1, True, 1.0)
         t, c = time.perf_counter(), time.process_time()
         full = dt.ddim_sample_reference(net, windows, clip, pad, x_T, schedule, args.steps, True, 1.0)

@@ -45,6 +45,7 @@ from flax import nnx
 
 from mirrortalk_jax import base_config
 from mirrortalk_jax.models.registry import create_model
+from mirrortalk_jax.sample import mimictalk as a2m_sampling
 from mirrortalk_jax.sample import ode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +93,8 @@ def compiled_sampler(model, audio, context, x0, *, steps: int, guidance: float, 
     graphdef, state = nnx.split(model)
 
     def run(state, audio, context, x0):
-        return nnx.merge(graphdef, state).sample(audio, x0=x0, steps=steps, guidance_scale=guidance,
-                                                 method=method, **context)["motion"]
+        return a2m_sampling.sample(nnx.merge(graphdef, state), audio, x0=x0, steps=steps, guidance_scale=guidance,
+                                   method=method, **context)["motion"]
 
     start = time.perf_counter()
     compiled = jax.jit(run).lower(state, audio, context, x0).compile()

@@ -107,9 +107,9 @@ def build_model(config, seed: int = 0):
     from flax import nnx
 
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-    from mirrortalk_jax.models.mirrortalk import generator as mirrortalk
+    from mirrortalk_jax.models import registry
 
-    model = mirrortalk.MirrorTalk(config.model, SYNTHTALK_SPEC, nnx.Rngs(seed))
+    model = registry.create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(seed))  # the SDSE from its sub-config
     # Away from the adaLN-Zero start (x0 = 0 whatever the input); timing is the same either way.
     params = nnx.state(model.denoiser, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(seed + 1), len(jax.tree.leaves(params))))
@@ -137,8 +137,8 @@ def main() -> None:
     from flax import nnx
 
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-    from mirrortalk_jax.models.mirrortalk import generator as mirrortalk
     from mirrortalk_jax.sample import diffusion as samplers
+    from mirrortalk_jax.sample import mirrortalk
 
     counter = CompileCounter()
     config = load_config(args.variant)
@@ -160,8 +160,8 @@ def main() -> None:
     def one_shot_fn(sampler: str, steps: int, guidance):
         def run(state, audio, style, key):
             with schedule_context(sampler):
-                return nnx.merge(graphdef, state).sample(audio, style, key, sampler=sampler, num_steps=steps,
-                                                         guidance=guidance)
+                return mirrortalk.sample(nnx.merge(graphdef, state), audio, style, key, sampler=sampler,
+                                         num_steps=steps, guidance=guidance)
         return jax.jit(run)
 
     window = args.window_frames
@@ -195,8 +195,8 @@ def main() -> None:
     @jax.jit
     def chunk_fn(state, style, cond, known, known_mask, key):
         with schedule_context(long_sampler):
-            return nnx.merge(graphdef, state).sample(cond["audio"], style, key, known=known,
-                                                     known_mask=known_mask, **sample_kwargs)
+            return mirrortalk.sample(nnx.merge(graphdef, state), cond["audio"], style, key, known=known,
+                                     known_mask=known_mask, **sample_kwargs)
 
     def chunked(audio_long, key, sample_chunk):
         return samplers.sample_long(sample_chunk, {"audio": audio_long}, audio_long.shape[1], args.chunk_frames,

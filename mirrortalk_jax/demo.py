@@ -177,6 +177,7 @@ def _finished_step(run_dir: Path) -> int | None:
 
 def train_stages(stages: list[Stage], runs_dir: Path, log=print) -> dict[str, float]:
     """Trains what is not finished yet (resuming interrupted runs); returns seconds spent per stage."""
+    from mirrortalk_jax.evaluate import training_samples
     from mirrortalk_jax.train import trainer
     seconds = {}
     for i, stage in enumerate(stages, 1):
@@ -188,7 +189,7 @@ def train_stages(stages: list[Stage], runs_dir: Path, log=print) -> dict[str, fl
         log(f"[{i}/{len(stages)}] {stage.title}: training {stage.config.train.num_steps} steps"
             + (f" (resuming at {done})" if done else "") + f" -> {run_dir}")
         start = time.perf_counter()
-        trainer.train_and_evaluate(stage.config, run_dir)
+        trainer.train_and_evaluate(stage.config, run_dir, on_samples=training_samples.errors_and_preview)
         seconds[stage.name] = round(time.perf_counter() - start, 1)
     return seconds
 

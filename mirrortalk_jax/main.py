@@ -9,6 +9,7 @@ Any config field can be overridden: --config.train.num_steps=500. The logic live
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mirrortalk_jax.evaluate import training_samples
 from mirrortalk_jax.train import distributed, trainer
 
 FLAGS = flags.FLAGS
@@ -23,7 +24,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     distributed.initialize_from_env()  # multi-process jobs (launch/*.sh); a no-op for one process
     logging.info("config:\n%s", FLAGS.config)
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, on_samples=training_samples.errors_and_preview)
 
 
 if __name__ == "__main__":

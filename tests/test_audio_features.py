@@ -148,18 +148,6 @@ def test_features_per_video_frame_rejects_non_integer_ratio():
         af.features_per_video_frame(np.zeros(100), num_frames=5)
 
 
-def test_context_windows_edge_padding():
-    per_frame = np.arange(6, dtype=np.float32)[:, None]  # (6, 1)
-    out = af.context_windows(per_frame, radius=2)
-    assert out.shape == (6, 5, 1)
-    np.testing.assert_array_equal(out[0, :, 0], [0, 0, 0, 1, 2])
-    np.testing.assert_array_equal(out[3, :, 0], [1, 2, 3, 4, 5])
-    np.testing.assert_array_equal(out[5, :, 0], [3, 4, 5, 5, 5])
-    assert af.context_windows(np.zeros((3, 7)), radius=5).shape == (3, 11, 7)
-    with pytest.raises(ValueError, match="radius"):
-        af.context_windows(per_frame, radius=-1)
-
-
 def test_audio_frame_features_shapes_and_layout():
     audio = _noise(16000 * 2)  # 2 s -> 50 video frames at 25 fps
     lm = af.audio_frame_features(audio, num_frames=50, kind="log_mel")

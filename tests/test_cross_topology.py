@@ -3,8 +3,6 @@ per-process state is converted through the global stream position)."""
 
 import json
 import logging
-import os
-import shutil
 import subprocess
 
 import jax

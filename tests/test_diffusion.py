@@ -1,6 +1,5 @@
 """The diffusion objective (schedules, parametrisations, weights, CFG drops) and the samplers."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

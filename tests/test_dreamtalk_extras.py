@@ -12,12 +12,13 @@ from mirrortalk_jax import base_config
 from mirrortalk_jax.data import audio_features, pipeline
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
-from mirrortalk_jax.evaluate import sync
+from mirrortalk_jax.data.windows import sliding_windows
 from mirrortalk_jax.models.dreamtalk import lip_expert as lip
 from mirrortalk_jax.models.dreamtalk import style_predictor as predictor_lib
 from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.runs import loader
+from mirrortalk_jax.sample import dreamtalk_style
 from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.mesh import DEFAULT_RULES
 from mirrortalk_jax.train.metrics import read_metrics
@@ -111,10 +112,10 @@ def test_lip_expert_shapes_and_sync_loss_gradient():
     assert np.abs(grad[..., lower]).sum() > 0 and np.all(grad[..., ~lower] == 0)  # the mouth only
     assert np.all(grad[1, 10:] == 0)  # padded frames do not contribute
     # The oracle: -log P over the valid windows, from the expert's probability of explicitly cut windows.
-    windows = [(sync.windowed_embeddings(motion[i], K), sync.windowed_embeddings(audio[i], K)) for i in range(3)]
+    windows = [(sliding_windows(motion[i], K), sliding_windows(audio[i], K)) for i in range(3)]
     probs = np.asarray(nnx.jit(lambda m, x, a, c: m.sync_probability(x, a, c))(
         model, jnp.stack([w[0] for w in windows]), jnp.stack([w[1] for w in windows]), code))
-    valid = np.stack([sync.windowed_embeddings(np.asarray(mask[i]), K).all(-1) for i in range(3)])
+    valid = np.stack([sliding_windows(np.asarray(mask[i]), K).all(-1) for i in range(3)])
     assert valid.sum() == 12 + 6 + 12
     assert float(loss) == pytest.approx(-np.log(probs[valid]).mean(), rel=1e-5)
 
@@ -141,7 +142,7 @@ def test_style_predictor_pieces():
     # Padded audio frames do not change the sampled code (one compiled sampler for both calls).
     padded_audio = batch["audio_features"].at[:, 20:].set(99.0)
     half = batch["motion_mask"].at[:, 20:].set(False)
-    codes = [predictor_lib.predict_style_code(model, a, half, batch["reference_landmarks"], jax.random.key(2),
+    codes = [dreamtalk_style.predict_style_code(model, a, half, batch["reference_landmarks"], jax.random.key(2),
                                               num_steps=4) for a in (batch["audio_features"], padded_audio)]
     assert codes[0].shape == (b, model.style_dim) and np.all(np.isfinite(codes[0]))
     np.testing.assert_allclose(codes[0], codes[1], rtol=1e-5, atol=1e-6)
@@ -207,7 +208,7 @@ def test_lip_expert_separates_in_sync_from_shifted_on_heldout_sentences(tiny_dat
     shift, motion_w, audio_w, refs, lengths = 8, [], [], [], []
     for i in range(len(heldout)):
         motion, feats = _clip(heldout, i)
-        mw, aw = sync.windowed_embeddings(motion, K), sync.windowed_embeddings(feats, K)
+        mw, aw = sliding_windows(motion, K), sliding_windows(feats, K)
         motion_w += [mw[:-shift]] * 2
         audio_w += [aw[:-shift], aw[shift:]]  # in sync; the audio 8 frames late
         refs += [reference[int(heldout[i]["speaker_index"])]] * 2
@@ -273,7 +274,7 @@ def test_generation_without_reference_feeds_the_denoiser_a_predicted_code():
     b, length = 2, 24
     audio = _normal(rng, b, length, 320) - 7.5  # per-frame log-mel, as both models' batches carry it
     mask, landmarks = jnp.ones((b, length), bool), _normal(rng, b, 68, 3)
-    motion, code = predictor_lib.generate_without_reference(predictor, denoiser, audio, mask, landmarks,
+    motion, code = dreamtalk_style.generate_without_reference(predictor, denoiser, audio, mask, landmarks,
                                                             jax.random.key(0), style_steps=4, num_steps=5)
     assert motion.shape == (b, length, 18) and code.shape == (b, d)
     assert np.all(np.isfinite(motion)) and np.all(np.isfinite(code))
@@ -288,4 +289,4 @@ def test_generation_without_reference_feeds_the_denoiser_a_predicted_code():
     assert np.abs(np.asarray(sample(code[::-1])) - np.asarray(motion)).max() > 1e-4
     config.model.style_encoder.update(hidden=16)
     with pytest.raises(ValueError, match="16-d style codes"):
-        predictor_lib.generate_without_reference(_model(config), denoiser, audio, mask, landmarks, jax.random.key(0))
+        dreamtalk_style.generate_without_reference(_model(config), denoiser, audio, mask, landmarks, jax.random.key(0))

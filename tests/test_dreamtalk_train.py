@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mirrortalk_jax.data.feature_windows import audio_windows_jax
+from mirrortalk_jax.data.windows import centred_windows
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
 from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.registry import create_model
+from mirrortalk_jax.objectives.dreamtalk import variance_schedule
+from mirrortalk_jax.sample import compiled
 from mirrortalk_jax.sample import dreamtalk as dt
 from mirrortalk_jax.runs import loader
 from mirrortalk_jax.train import trainer
@@ -47,7 +49,7 @@ def _inputs(b=2, length=7, style_frames=(9, 12)):
     rows = jax.random.normal(jax.random.key(1), (b, length, 320))
     clip = jax.random.normal(jax.random.key(2), (b, 12, 18))
     mask = jnp.arange(12)[None] >= jnp.array(style_frames)[:, None]  # True = padded
-    return rows, audio_windows_jax(rows, 2, 1, 0, length), clip, mask, jax.random.normal(jax.random.key(3),
+    return rows, centred_windows(rows, 2, num_frames=length, axis=1), clip, mask, jax.random.normal(jax.random.key(3),
                                                                                            (b, length, 18))
 
 
@@ -57,7 +59,7 @@ def test_fast_sampler_equals_the_original_loop(layers, scales):
     and batched guidance branches, frame blocks: the same numbers as the original's loop (DDIM, 3 steps)."""
     net = _perturbed(dreamtalk.DreamTalk(_random_config(layers), SYNTHTALK_SPEC, nnx.Rngs(0))).net
     rows, windows, clip, mask, x_T = _inputs()
-    schedule = dt.variance_schedule(1000)
+    schedule = variance_schedule(1000)
     for scale in scales:
         ref = dt.ddim_sample_reference(net, windows, clip, mask, x_T, schedule, 4, scale is not None,
                                        1.0 if scale is None else scale)
@@ -83,7 +85,7 @@ def test_ddpm_sampler_follows_the_original_update():
     args = (12, 1e-3, 0.2)  # a short schedule: the loop below runs every step
     out = dt.sample(net, windows, clip, mask, x_T=x_T, rng=jax.random.key(5), sampler="ddpm", guidance_scale=2.0,
                     schedule_args=args, flexibility=0.3)
-    s = dt.variance_schedule(*args)
+    s = variance_schedule(*args)
     _, loop_key = jax.random.split(jax.random.key(5))
     forward = jax.jit(lambda x, t, c, m: net(x, t, windows, c, m))
     x = x_T
@@ -248,7 +250,9 @@ def test_long_audio_memory_is_flat_in_length():
     graphdef, state = nnx.split(net)
 
     def temp_bytes(frames, chunk):
-        run = dt._compiled(graphdef, "ddim", 2, ("cond",), None, chunk, (2, 1), (1000, 1e-4, 0.02), 0.0)
+        run = compiled.jitted(dt._sample_block, graphdef, sampler="ddim", num_steps=2, branches=("cond",),
+                              guidance_scale=None, chunk_frames=chunk, raw_features=(2, 1),
+                              schedule_args=(1000, 1e-4, 0.02), flexibility=0.0)
         args = (state, jax.ShapeDtypeStruct((1, frames, 320), jnp.float32),
                 jax.ShapeDtypeStruct((1, frames, 18), jnp.float32), jax.ShapeDtypeStruct((1, 12, 18), jnp.float32),
                 jax.ShapeDtypeStruct((1, 12), bool), None, jax.random.key(0), jnp.int32(0))

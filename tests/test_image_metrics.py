@@ -10,7 +10,6 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
-from mirrortalk_jax.runs import loader
 from mirrortalk_jax.evaluate import image_quality
 
 # ----- SSIM / PSNR vs scikit-image -----

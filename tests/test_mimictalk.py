@@ -19,9 +19,11 @@ from mirrortalk_jax.convert import fixtures, mimictalk, name_map, pipeline, sour
 from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.models.mimictalk import icl_transformer
-from mirrortalk_jax.models.mimictalk import a2m as mimictalk_a2m
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.objectives import flow_matching, infill_masks
+from mirrortalk_jax.evaluate import training_samples
+from mirrortalk_jax.sample import compiled
+from mirrortalk_jax.sample import mimictalk as a2m_sampling
 from mirrortalk_jax.sample import ode
 from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.metrics import read_metrics
@@ -251,16 +253,16 @@ def test_sampling_prepends_the_prompt_and_compiles_once():
     prompt = jax.random.normal(jax.random.key(1), (2, 4, 18))
     prompt_audio = jax.random.normal(jax.random.key(2), (2, 4, 320)) - 7.5
     kw = {"steps": 3, "guidance_scale": 1.5, "temperature": 0.5}
-    a = mimictalk_a2m.generate(model, audio, jax.random.key(3), prompt_motion=prompt, prompt_audio=prompt_audio, **kw)
+    a = a2m_sampling.generate(model, audio, jax.random.key(3), prompt_motion=prompt, prompt_audio=prompt_audio, **kw)
     assert a.shape == (2, 12, 18) and np.isfinite(np.asarray(a)).all()
-    b = mimictalk_a2m.generate(model, audio, jax.random.key(3), prompt_motion=prompt + 1.0, prompt_audio=prompt_audio,
-                               **kw)
+    b = a2m_sampling.generate(model, audio, jax.random.key(3), prompt_motion=prompt + 1.0, prompt_audio=prompt_audio,
+                              **kw)
     assert not np.allclose(a, b)  # the prompt steers the generated frames
-    eager = model.sample(audio, rng=jax.random.key(3), prompt_motion=prompt, prompt_audio=prompt_audio, **kw)
+    eager = a2m_sampling.sample(model, audio, rng=jax.random.key(3), prompt_motion=prompt, prompt_audio=prompt_audio,
+                                **kw)
     np.testing.assert_allclose(eager["motion"], a, atol=1e-5)
     assert eager["x_recon"].shape == (2, 16, 18)
-    graphdef = nnx.graphdef(model)
-    assert mimictalk_a2m._compiled_sampler(graphdef, tuple(sorted(kw.items())))._cache_size() == 1
+    assert compiled.jitted(a2m_sampling._motion, nnx.graphdef(model), **kw)._cache_size() == 1  # one program
 
 
 def test_sync_loss_reaches_the_velocity_field():
@@ -296,7 +298,13 @@ def test_tiny_config_trains_with_the_shared_trainer(tiny_dataset, tmp_path):
     config.train.update({"batch_size": 8, "num_steps": 40, "log_every": 1, "eval_every": 40, "eval_batches": 1,
                              "checkpoint_every": 1000, "warmup_steps": 5, "learning_rate": 3e-3})
     config.model.eval_sampling.steps = 3
-    trainer.train_and_evaluate(config, tmp_path)
+    seen = []
+
+    def on_samples(samples):  # the command line's hook, recording what the trainer hands it
+        seen.append(samples)
+        return training_samples.errors_and_preview(samples)
+
+    trainer.train_and_evaluate(config, tmp_path, on_samples=on_samples)
     metrics = read_metrics(tmp_path)
     flow = [m["train/flow"] for m in metrics if "train/flow" in m]
     print("flow loss, first and last 8 steps:", np.round(flow[:8], 3), np.round(flow[-8:], 3))
@@ -304,6 +312,8 @@ def test_tiny_config_trains_with_the_shared_trainer(tiny_dataset, tmp_path):
     assert np.mean(flow[-8:]) < 0.75 * np.mean(flow[:8])
     evals = [m for m in metrics if "eval/loss" in m]  # periodic evaluation sampled held-out windows
     assert evals and np.isfinite(evals[-1]["eval/loss"]) and np.isfinite(evals[-1]["eval/sample/mse/lower"])
+    assert [s.step for s in seen] == [40] and seen[0].generated.shape == seen[0].target.shape == (8, 24, 18)
+    assert (tmp_path / "previews" / "step_0000040.mp4").is_file()
 
 
 @pytest.mark.slow

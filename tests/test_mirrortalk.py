@@ -10,8 +10,9 @@ import pytest
 from flax import nnx
 
 from mirrortalk_jax.models import registry
-from mirrortalk_jax.models.mirrortalk import generator as mirrortalk
+from mirrortalk_jax.sample import compiled
 from mirrortalk_jax.sample import diffusion as samplers
+from mirrortalk_jax.sample import mirrortalk as mirrortalk_sampling
 from mirrortalk_jax.runs import loader
 from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.metrics import read_metrics
@@ -116,15 +117,15 @@ def test_sampling_is_deterministic_and_chunking_agrees_with_one_shot():
     ref = jax.random.normal(jax.random.key(1), (b, 24, 18))
     ref_mask = jnp.ones((b, 24), bool)
     style = model.style_code(ref, ref_mask)
-    a = model.sample(audio, style, jax.random.key(2), num_steps=4)
+    a = mirrortalk_sampling.sample(model, audio, style, jax.random.key(2), num_steps=4)
     assert a.shape == (b, t, 18) and np.isfinite(np.asarray(a)).all()
-    np.testing.assert_array_equal(a, model.sample(audio, style, jax.random.key(2), num_steps=4))
-    assert not np.allclose(a, model.sample(audio, style, jax.random.key(3), num_steps=4))
-    one_shot = mirrortalk.generate(model, audio, ref, ref_mask, jax.random.key(2), chunk_frames=64, num_steps=4)
+    np.testing.assert_array_equal(a, mirrortalk_sampling.sample(model, audio, style, jax.random.key(2), num_steps=4))
+    assert not np.allclose(a, mirrortalk_sampling.sample(model, audio, style, jax.random.key(3), num_steps=4))
+    one_shot = mirrortalk_sampling.generate(model, audio, ref, ref_mask, jax.random.key(2), chunk_frames=64, num_steps=4)
     np.testing.assert_allclose(one_shot, a, atol=1e-5)
     long_audio = jax.random.normal(jax.random.key(4), (b, 70, 320))
-    long = mirrortalk.generate(model, long_audio, ref, ref_mask, jax.random.key(5), chunk_frames=16,
-                               overlap_frames=4, num_steps=3)
+    long = mirrortalk_sampling.generate(model, long_audio, ref, ref_mask, jax.random.key(5), chunk_frames=16,
+                                        overlap_frames=4, num_steps=3)
     assert long.shape == (b, 70, 18) and np.isfinite(np.asarray(long)).all()
 
 
@@ -133,7 +134,7 @@ def test_guidance_runs_only_the_branches_it_needs():
     audio = jnp.zeros((1, 8, 320))
     style = jnp.zeros((1, model.style_encoder.encoder.style_head.out_features))
     seen = []
-    inner = model.denoise_fn()
+    inner = mirrortalk_sampling.denoise_fn(model)
 
     def counting(x_t, t, cond, drop_audio, drop_style):
         seen.append(x_t.shape[0])
@@ -153,12 +154,12 @@ def test_dpm_solver_under_jit_and_generation_compiles_once():
     audio = jax.random.normal(jax.random.key(0), (1, 40, 320))
     ref = jax.random.normal(jax.random.key(1), (1, 24, 18))
     mask = jnp.ones((1, 24), bool)
-    first = mirrortalk.generate(model, audio, ref, mask, jax.random.key(2), chunk_frames=16, overlap_frames=4,
-                                sampler="dpm_solver", num_steps=3)
+    first = mirrortalk_sampling.generate(model, audio, ref, mask, jax.random.key(2), chunk_frames=16,
+                                         overlap_frames=4, sampler="dpm_solver", num_steps=3)
     assert first.shape == (1, 40, 18) and np.isfinite(np.asarray(first)).all()
-    _, sample_chunk = mirrortalk._compiled_generation(nnx.graphdef(model), (("num_steps", 3),
-                                                                            ("sampler", "dpm_solver")))
-    compiled = sample_chunk._cache_size()
-    mirrortalk.generate(model, audio[:, :30], ref, mask, jax.random.key(3), chunk_frames=16, overlap_frames=4,
-                        sampler="dpm_solver", num_steps=3)
-    assert sample_chunk._cache_size() == compiled == 1
+    sample_chunk = compiled.jitted(mirrortalk_sampling._sample_chunk, nnx.graphdef(model), num_steps=3,
+                                   sampler="dpm_solver")
+    programs = sample_chunk._cache_size()
+    mirrortalk_sampling.generate(model, audio[:, :30], ref, mask, jax.random.key(3), chunk_frames=16,
+                                 overlap_frames=4, sampler="dpm_solver", num_steps=3)
+    assert sample_chunk._cache_size() == programs == 1

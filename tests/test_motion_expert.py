@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data import audio_features
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
+from mirrortalk_jax.data.windows import sliding_windows
 from mirrortalk_jax.evaluate import sync
-from mirrortalk_jax.models.mirrortalk import motion_expert
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.mesh import DEFAULT_RULES
@@ -84,18 +83,6 @@ def test_identical_streams_give_offset_zero_and_batch_helpers():
     with pytest.raises(ValueError, match="same"):
         sync.sync_offset_confidence(video, video[:30], vshift=6)
 
-
-def test_windowed_embeddings():
-    x = np.arange(10 * 3).reshape(10, 3)
-    w = sync.windowed_embeddings(x, 5)
-    assert w.shape == (6, 5, 3)
-    np.testing.assert_array_equal(w[2], x[2:7])
-    assert sync.windowed_embeddings(jnp.asarray(x), 5).shape == (6, 5, 3)
-    with pytest.raises(ValueError, match="at least window=5"):
-        sync.windowed_embeddings(x[:4], 5)
-
-
-# ----- The model -----
 
 def test_every_param_is_annotated_with_known_logical_axes():
     known = {name for name, _ in DEFAULT_RULES}
@@ -198,7 +185,7 @@ def _clip_probabilities(model, source, indices, shift):
     windows = {"aligned": ([], []), "shifted": ([], [])}
     for i in indices:
         motion, feats = _clip(source, i)
-        mw, aw = sync.windowed_embeddings(motion, K), sync.windowed_embeddings(feats, K)
+        mw, aw = sliding_windows(motion, K), sliding_windows(feats, K)
         windows["aligned"][0].append(mw)
         windows["aligned"][1].append(aw)
         windows["shifted"][0].append(mw[:-shift])
@@ -238,7 +225,7 @@ def test_training_learns_sync(tiny_dataset, tmp_path):
     for i in range(4):
         motion, feats = _clip(source, i)
         delayed = np.concatenate([np.repeat(feats[:1], 3, 0), feats[:-3]])  # audio 3 frames late
-        result = motion_expert.sync_offset_confidence(model, motion, delayed, vshift=10)
+        result = sync.expert_sync(model, motion, delayed, vshift=10)
         assert result.mean_dists.shape == (21,) and result.confidence > 0
         offsets.append(result.offset)
     assert offsets.count(-3) >= 3, offsets
@@ -258,5 +245,5 @@ def test_tiny_config_generalises_to_heldout_sentences(tiny_dataset, tmp_path):
         motion, feats = _clip(source, i)
         for delay in (-4, 4):
             shifted_audio = np.roll(feats, delay, axis=0)  # delay > 0: audio late (wrapped rows at one end)
-            hits += motion_expert.sync_offset_confidence(model, motion, shifted_audio, vshift=10).offset == -delay
+            hits += sync.expert_sync(model, motion, shifted_audio, vshift=10).offset == -delay
     assert hits >= 0.75 * 2 * len(source), hits

@@ -12,7 +12,6 @@ import pytest
 import scipy.stats
 from flax import nnx
 
-from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.models.nn import layers
@@ -21,7 +20,6 @@ from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.registry import create_model
 from mirrortalk_jax.objectives import disentangle as dis
 from mirrortalk_jax.train import mesh as mesh_lib
-from mirrortalk_jax.train import state as state_lib
 from mirrortalk_jax.train import trainer
 from mirrortalk_jax.train.metrics import read_metrics
 

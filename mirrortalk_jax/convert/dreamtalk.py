@@ -29,11 +29,11 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
-from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.nn import torch_compat
 from mirrortalk_jax.models.dreamtalk.net import dims_from_config
+from mirrortalk_jax.objectives.dreamtalk import variance_schedule
 
 PREFIX = "diff_net."
 NESTING = ("model_state_dict",)
@@ -104,7 +104,6 @@ PARAM_RULES: tuple[Rule, ...] = (
 
 def buffer_rules(model_config: ml_collections.ConfigDict) -> tuple[Rule, ...]:
     """Rules consuming the checkpoint's buffers, each checked against what `model_config` implies."""
-    from mirrortalk_jax.sample.dreamtalk import variance_schedule
 
     dims = dims_from_config(model_config)
     d = model_config.diffusion
@@ -222,7 +221,7 @@ def model_config_from_original(config: dict) -> ml_collections.ConfigDict:
 # --------------------------------------------------------------------------------------------------------------
 
 def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
-    from mirrortalk_jax.data.feature_windows import audio_windows
+    from mirrortalk_jax.data.windows import centred_windows
     from mirrortalk_jax.sample import dreamtalk as dt
 
     model_config = model_config_from_original(config)
@@ -242,15 +241,15 @@ def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[
         yield f"{case}_x0_pred_cached", cached, io[f"{case}_x0_pred"]
     if "win_w2v_feat" in io:
         win = io["win_audio_windows"].shape[1] // 2
-        yield "win_audio_windows", audio_windows(io["win_w2v_feat"], win, 2), io["win_audio_windows"]
+        yield "win_audio_windows", centred_windows(io["win_w2v_feat"], win, stride=2), io["win_audio_windows"]
     if "s_w2v_feats" not in io:
         return
     audio, clip, mask = (jnp.asarray(io[k]) for k in ("s_audio", "s_style_clip", "s_style_pad_mask"))
     w2v = jnp.asarray(io["s_w2v_feats"])
-    yield "s_audio", np.stack([audio_windows(f, model_config.win_size, 2) for f in io["s_w2v_feats"]]), io["s_audio"]
+    yield "s_audio", np.stack([centred_windows(f, model_config.win_size, stride=2) for f in io["s_w2v_feats"]]), io["s_audio"]
     steps = int(config.get("ddim_num_step", 10))
     args = model_config.diffusion
-    schedule = dt.variance_schedule(int(args.num_steps), float(args.beta_1), float(args.beta_T))
+    schedule = variance_schedule(int(args.num_steps), float(args.beta_1), float(args.beta_T))
     if "var_sched_alpha_bars" in io:
         yield "var_sched_alpha_bars", schedule.alpha_bars, io["var_sched_alpha_bars"]
         yield "s_ddim_timesteps", dt.ddim_timesteps(schedule.num_steps, steps), io["s_ddim_timesteps"]

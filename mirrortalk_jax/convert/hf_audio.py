@@ -25,7 +25,6 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
-from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders

@@ -34,6 +34,7 @@ from flax import nnx
 from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.models.mimictalk import icl_transformer
+from mirrortalk_jax.sample import mimictalk as a2m_sampling
 from mirrortalk_jax.sample import ode
 
 FLOW_PREFIX = "backbone.icl_transformer_model."  # mode icl_flow_matching (the released checkpoint)
@@ -274,12 +275,13 @@ def _sampling_cases(model, config: Mapping, io: dict[str, np.ndarray]) -> Iterat
     def sampling(state, audio, context, x0, ref_states, steps, scale):
         m = nnx.merge(graphdef, state)
         prep = m.prepare(audio, **context)
-        out = m.sample(audio, x0=x0, steps=steps, guidance_scale=scale, return_trajectory=True, **context)
+        out = a2m_sampling.sample(m, audio, x0=x0, steps=steps, guidance_scale=scale, return_trajectory=True,
+                                  **context)
         b = x0.shape[0]  # the first call's two branches: batch [conditional | unconditional]
-        out["first"] = m.branch_velocity(prep, guided=True)(jnp.concatenate([x0, x0]), jnp.float32(0.0),
-                                                            jnp.repeat(jnp.array([False, True]), b))
+        out["first"] = a2m_sampling.branch_velocity(m, prep, guided=True)(
+            jnp.concatenate([x0, x0]), jnp.float32(0.0), jnp.repeat(jnp.array([False, True]), b))
         # One midpoint interval from each of the reference's grid states: the sampler's arithmetic step by step.
-        fn = ode.guided(m.branch_velocity(prep, scale != 1.0), scale)
+        fn = ode.guided(a2m_sampling.branch_velocity(m, prep, scale != 1.0), scale)
         grid = jnp.asarray(ode.time_grid(steps))
         one = jax.vmap(lambda y, t0, t1: ode.integrate(fn, y, jnp.stack([t0, t1])))(ref_states[:-1], grid[:-1],
                                                                                       grid[1:])

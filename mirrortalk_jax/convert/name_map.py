@@ -23,7 +23,6 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import jax
 import numpy as np
 from flax import nnx
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from mirrortalk_jax.models import abstract
 from mirrortalk_jax.convert import fixtures, hooks, name_map, pipeline, sources
-from mirrortalk_jax.runs import converted, loader
+from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer

@@ -270,27 +270,6 @@ def features_per_video_frame(
     return feats[:needed].reshape(num_frames, k, feats.shape[1])
 
 
-def context_windows(per_frame: np.ndarray, radius: int) -> np.ndarray:
-    """Sliding windows of 2*radius+1 frames around each frame, replicating the first/last frame at the edges.
-
-    DreamTalk-style 11-frame audio windows are radius=5.
-
-    Args:
-      per_frame: (T, C) per-video-frame features (trailing dims beyond the first are kept as is).
-      radius: frames on each side, >= 0.
-
-    Returns:
-      (T, 2*radius+1, C); out[t, j] = per_frame[clip(t + j - radius, 0, T-1)].
-    """
-    if radius < 0:
-        raise ValueError(f"context_windows: expected radius >= 0, got {radius}")
-    if per_frame.ndim < 1 or per_frame.shape[0] == 0:
-        raise ValueError(f"per_frame: expected shape (T, C) with T >= 1, got {per_frame.shape}")
-    t = per_frame.shape[0]
-    idx = np.clip(np.arange(t)[:, None] + np.arange(-radius, radius + 1)[None], 0, t - 1)
-    return per_frame[idx]
-
-
 def audio_frame_features(
     audio: np.ndarray,
     num_frames: int,

@@ -49,9 +49,11 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.data import audio_features
+from mirrortalk_jax.data.windows import centred_windows
 
 FEATURE_RATE = 50.0  # Hz: stride 320 at 16 kHz
 SAMPLE_RATE = 16000
+DREAMTALK_RADIUS = 5  # rows each side of a frame's centre row: 11-row windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,14 +234,9 @@ def per_video_frame(h50: np.ndarray, num_frames: int, *, max_pad: int | None = 2
     return grouped.reshape(num_frames, -1)
 
 
-def dreamtalk_windows(h50: np.ndarray, num_frames: int | None = None, radius: int = 5) -> np.ndarray:
-    """DreamTalk's audio windows: (N50, H) -> (T, 2 * radius + 1, H), frame i = rows 2i - radius .. 2i + radius,
-    rows outside [0, N50) zero; T = N50 // 2 by default."""
-    h50 = np.asarray(h50)
-    t = len(h50) // 2 if num_frames is None else int(num_frames)
-    rows = 2 * np.arange(t)[:, None] + np.arange(-radius, radius + 1)[None]
-    inside = (rows >= 0) & (rows < len(h50))
-    return np.where(inside[..., None], h50[np.clip(rows, 0, max(len(h50) - 1, 0))], 0).astype(h50.dtype)
+def dreamtalk_windows(h50: np.ndarray) -> np.ndarray:
+    """DreamTalk's audio windows: (N50, H) -> (N50 // 2, 11, H), frame i = rows 2i - 5 .. 2i + 5, zero outside."""
+    return centred_windows(np.asarray(h50), DREAMTALK_RADIUS, stride=2)
 
 
 def mimictalk_input(per_frame: np.ndarray) -> np.ndarray:

@@ -27,13 +27,20 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from tqdm import tqdm
 
 from mirrortalk_jax.data.audio_features import audio_frame_features
+from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.schema import decode_frames
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.data.synthtalk import face, raster
 from mirrortalk_jax.evaluate import fid as fid_lib
 from mirrortalk_jax.evaluate import image_quality, landmarks, motion_error, preview, style_similarity, sync
+from mirrortalk_jax.runs import loader
+from mirrortalk_jax.sample import dreamtalk as dreamtalk_sampling
+from mirrortalk_jax.sample import mimictalk as a2m_sampling
+from mirrortalk_jax.sample import mirrortalk as mirrortalk_sampling
 
 
 @dataclasses.dataclass
@@ -186,9 +193,6 @@ def nearest_neighbour(dataset_dir: str | os.PathLike, audio_feature: str, train_
 
 def regression(run_dir: str | os.PathLike) -> Method:
     """The audio-only regression baseline of a trained configs/synthtalk_regression.py run."""
-    from flax import nnx
-
-    from mirrortalk_jax.runs import loader
     model = loader.load_model(run_dir).model
     forward = nnx.jit(lambda m, audio: m(audio))
     return lambda split: [np.asarray(forward(model, c.audio[None]))[0] for c in split.clips]
@@ -231,15 +235,13 @@ def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool 
     All clips of a split go in one batch, so generation compiles once per split. `control` takes the
     reference from another speaker instead (StyleSim should then drop: the style path is used).
     """
-    from mirrortalk_jax.models.mirrortalk import generator as mirrortalk_lib
-    from mirrortalk_jax.runs import loader
     loaded = loader.load_model(run_dir)
     chunk = settings.chunk_frames or int(loaded.config.data.window_frames)
 
     def predict(split: Split) -> list[np.ndarray]:
         _check_audio(split, run_dir, loaded.config)
         ref, ref_mask, _ = _references(split, int(loaded.config.data.reference_frames), control)
-        out = mirrortalk_lib.generate(
+        out = mirrortalk_sampling.generate(
             loaded.model, jnp.asarray(_pad_batch([c.audio for c in split.clips])), jnp.asarray(ref),
             jnp.asarray(ref_mask), jax.random.key(settings.seed), chunk_frames=chunk,
             overlap_frames=settings.overlap_frames, num_steps=settings.ddim_steps)
@@ -253,7 +255,6 @@ def dreamtalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool =
     the 1000 training steps, as the original's grid needs) and the run's guidance scale, style clip = the
     reference clip. Every frame is denoised from its own audio window, so whole clips go in one batch; the
     batch padding is filled with the features' mean, i.e. the zero rows the original sees outside a clip."""
-    from mirrortalk_jax.runs import loader
     loaded = loader.load_model(run_dir)
     model = loaded.model
 
@@ -262,8 +263,9 @@ def dreamtalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool =
         ref, ref_mask, _ = _references(split, int(loaded.config.data.reference_frames), control)
         audio = _pad_batch([c.audio for c in split.clips], value=model.audio_mean)
         rows = audio.reshape(audio.shape[0], audio.shape[1] * model.audio_stride, -1)
-        out = np.asarray(model.sample(jnp.asarray(rows), jnp.asarray(ref), jnp.asarray(ref_mask),
-                                      jax.random.key(settings.seed), num_steps=settings.ddim_steps))
+        out = np.asarray(dreamtalk_sampling.sample_model(model, jnp.asarray(rows), jnp.asarray(ref),
+                                                         jnp.asarray(ref_mask), jax.random.key(settings.seed),
+                                                         num_steps=settings.ddim_steps))
         return [out[i, :c.motion.shape[0]] for i, c in enumerate(split.clips)]
     return predict
 
@@ -273,8 +275,6 @@ def ics_a2m(run_dir: str | os.PathLike, settings: Settings, *, control: bool = F
     clip as the style prompt, its motion and its own audio prepended in time as the original does at inference;
     the run's `eval_sampling` settings (ODE grid, guidance on the prompt, temperature). Frames past a clip's end
     are masked out of attention (frame_mask), so batching clips of different lengths changes nothing."""
-    from mirrortalk_jax.models.mimictalk import a2m as mimictalk_a2m
-    from mirrortalk_jax.runs import loader
     loaded = loader.load_model(run_dir)
     model = loaded.model
     rate = model.audio_rate
@@ -289,7 +289,7 @@ def ics_a2m(run_dir: str | os.PathLike, settings: Settings, *, control: bool = F
         lengths = np.array([c.motion.shape[0] for c in split.clips])
         frame_mask = np.arange(audio.shape[1])[None] < lengths[:, None]
         b = len(split.clips)
-        out = mimictalk_a2m.generate(
+        out = a2m_sampling.generate(
             model, jnp.asarray(audio.reshape(b, audio.shape[1] * rate, -1)), jax.random.key(settings.seed),
             prompt_motion=jnp.asarray(ref), prompt_audio=jnp.asarray(prompt_audio.reshape(b, frames * rate, -1)),
             prompt_mask=jnp.asarray(ref_mask), frame_mask=jnp.asarray(frame_mask), **dict(model.eval_sampling))
@@ -304,7 +304,6 @@ GENERATORS: dict[str, Callable[..., Method]] = {"mirrortalk": mirrortalk, "dream
 
 def generator(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
     """The method of any trained generator run, chosen by its config's model.name (see GENERATORS)."""
-    from mirrortalk_jax.runs import loader
     name = loader.stored_model(run_dir).config.model.name
     if name not in GENERATORS:
         raise ValueError(f"{run_dir}: model {name!r} is not a motion generator the suite can run; "
@@ -332,9 +331,6 @@ def draw(motion: np.ndarray, clip: Clip, image_size: int) -> np.ndarray:
 
 def score(preds: Sequence[np.ndarray], split: Split, judges: Judges, settings: Settings) -> dict[str, float]:
     """Every metric of the table for one method on one split, averaged over clips (FID over all frames)."""
-    from mirrortalk_jax.models.mirrortalk.motion_expert import sync_offset_confidence
-    from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
-
     clips = split.clips
     if len(preds) != len(clips):
         raise ValueError(f"{len(preds)} predictions for {len(clips)} clips of {split.name}")
@@ -349,7 +345,7 @@ def score(preds: Sequence[np.ndarray], split: Split, judges: Judges, settings: S
         errors = motion_error.region_errors(pred[None], c.motion[None], np.ones((1, len(pred)), bool), SYNTHTALK_SPEC)
         per_clip["aed"].append(errors["aed"])
         per_clip["apd"].append(errors["apd"])
-        syncs.append(sync_offset_confidence(judges.expert, pred, c.audio, vshift=settings.vshift))
+        syncs.append(sync.expert_sync(judges.expert, pred, c.audio, vshift=settings.vshift))
         if settings.image_metrics and c.frames is not None:
             frames = draw(pred, c, split.image_size)
             drawn.append(frames)
@@ -375,8 +371,6 @@ def evaluate(splits: Sequence[Split], methods: dict[str, Method], judges: Judges
              progress: Callable[[str], None] = lambda message: None
              ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, list[np.ndarray]]]]:
     """Scores every method on every split: (rows[split][method] = metrics, predictions[split][method])."""
-    from tqdm import tqdm
-
     rows, predictions = {}, {}
     with tqdm(total=len(splits) * len(methods), desc="evaluate", unit="method") as bar:
         for split in splits:

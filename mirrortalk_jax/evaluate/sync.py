@@ -15,8 +15,8 @@ lower-face motion) and any other audio-visual embedding pair:
 
 Embeddings come from any `Embedder`: a callable (video, audio) -> (video_emb, audio_emb), both (n, E) with row i
 of each embedding the same frame span. `clip_sync` runs one on a clip. The SyncNet one (literature-comparable
-LSE-C / LSE-D on face crops + MFCC, with syncnet_python's exact windowing) is evaluate.lse.SyncNetEmbedder; the
-motion expert (motion windows + audio features) has its front end in models.mirrortalk.motion_expert.sync_offset_confidence.
+LSE-C / LSE-D on face crops + MFCC, with syncnet_python's exact windowing) is evaluate.lse.SyncNetEmbedder; a
+motion expert (motion windows + audio features) runs through `expert_sync`.
 
 The zero padding is part of the procedure: near the ends, offsets that fall outside the audio compare the video
 embedding with a zero vector (distance = its norm). We keep it so the numbers match syncnet_python.
@@ -40,7 +40,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from mirrortalk_jax.data.windows import sliding_windows
+from mirrortalk_jax.models.mirrortalk.motion_expert import MotionExpert
 
 # torch.nn.functional.pairwise_distance adds eps to the difference before taking the norm; syncnet_python uses it.
 _PAIRWISE_EPS = 1e-6
@@ -79,23 +85,6 @@ class SyncResult:
     framewise_confidence: np.ndarray | None = None
 
 
-def windowed_embeddings(x: Any, window: int = 5) -> Any:
-    """Stacks every `window` consecutive rows: (T, ...) -> (T - window + 1, window, ...).
-
-    Row i of the result holds x[i : i + window], so window i starts at frame i. Works on numpy and jax arrays
-    (plain integer gather), so it can be used inside jitted code. SyncNet windows are 5 frames.
-
-    Note: syncnet_python itself cuts T - 5 windows from T frames (it drops the last full window); this helper
-    keeps every full window.
-    """
-    if window <= 0:
-        raise ValueError(f"window must be positive, got {window}")
-    if x.ndim < 1 or x.shape[0] < window:
-        raise ValueError(f"need at least window={window} rows along axis 0, got shape {tuple(x.shape)}")
-    idx = np.arange(x.shape[0] - window + 1)[:, None] + np.arange(window)[None, :]
-    return x[idx]
-
-
 def offset_distances(video_emb: Any, audio_emb: Any, vshift: int = 15) -> np.ndarray:
     """Distance of every video embedding to the audio embeddings at each candidate offset.
 
@@ -118,7 +107,7 @@ def offset_distances(video_emb: Any, audio_emb: Any, vshift: int = 15) -> np.nda
     if vshift < 0:
         raise ValueError(f"vshift must be >= 0, got {vshift}")
     padded = np.pad(audio, ((vshift, vshift), (0, 0)))
-    candidates = windowed_embeddings(padded, 2 * vshift + 1)  # (T, 2*vshift + 1, E): rows i .. i + 2*vshift
+    candidates = sliding_windows(padded, 2 * vshift + 1)  # (T, 2*vshift + 1, E): rows i .. i + 2*vshift
     return np.linalg.norm(video[:, None, :] - candidates + _PAIRWISE_EPS, axis=-1)
 
 
@@ -144,7 +133,7 @@ def median_filter(x: Any, kernel: int) -> np.ndarray:
     if kernel % 2 == 0 or kernel <= 0 or x.ndim != 1:
         raise ValueError(f"median_filter needs a 1-D signal and an odd positive kernel, got {x.shape}, {kernel}")
     padded = np.pad(x, kernel // 2)
-    return np.median(windowed_embeddings(padded, kernel), axis=1)
+    return np.median(sliding_windows(padded, kernel), axis=1)
 
 
 def clip_sync(embedder: Embedder, video: Any, audio: Any, vshift: int = 15) -> SyncResult:
@@ -169,3 +158,25 @@ def summarize(results: Sequence[SyncResult]) -> dict[str, float]:
             "lse_c": float(np.mean([r.confidence for r in results])),
             "mean_abs_offset": float(np.mean(np.abs(offsets))),
             "offset_zero_fraction": float(np.mean(offsets == 0))}
+
+
+def expert_sync(expert: MotionExpert, motion: jax.Array, audio_features: jax.Array, vshift: int = 15) -> SyncResult:
+    """SyncNet's offset / confidence of one clip with a motion expert: (T, D) motion, (T, F) audio, T >= window.
+
+    Every K-frame window of both streams is embedded (window i = frames i .. i+K-1) and the embeddings go
+    through `sync_offset_confidence`; motion plays the video's part, so the sign convention is the one
+    documented there (audio delayed by d frames -> offset -d).
+    """
+    motion, audio_features = jnp.asarray(motion), jnp.asarray(audio_features)
+    if motion.ndim != 2 or audio_features.ndim != 2 or motion.shape[0] != audio_features.shape[0]:
+        raise ValueError(f"expected (T, D) motion and (T, F) audio features with the same T, got "
+                         f"{motion.shape} and {audio_features.shape}")
+    video_emb, audio_emb = _embed_windows(expert, motion, audio_features)
+    return sync_offset_confidence(np.asarray(video_emb), np.asarray(audio_emb), vshift)
+
+
+@nnx.jit
+def _embed_windows(expert: MotionExpert, motion: jax.Array, audio_features: jax.Array):
+    """(T, D), (T, F) -> embeddings of every window of both, (T - K + 1, E) each (jitted: eager is slow)."""
+    return (expert.embed_motion(sliding_windows(motion, expert.window)),
+            expert.embed_audio(sliding_windows(audio_features, expert.window)))

@@ -24,6 +24,8 @@ from mirrortalk_jax.generate import inputs
 from mirrortalk_jax.generate.render import render_frames
 from mirrortalk_jax.models.dreamtalk.denoiser import DreamTalk
 from mirrortalk_jax.models.pirenderer.renderer import PIRenderer
+from mirrortalk_jax.sample import dreamtalk as dreamtalk_sampling
+from mirrortalk_jax.sample import dreamtalk_style
 
 FPS = 25.0  # the original renders and muxes at 25 fps; the denoiser's rows come at FPS * audio_stride Hz
 
@@ -67,8 +69,6 @@ def generate_motion(denoiser: DreamTalk, audio_rows: np.ndarray, *, style_clip: 
     guidance: classifier-free guidance scale (1.0, the original's default, equals the conditional pass; None:
     off). DDIM with `steps` steps, noise from `seed`.
     """
-    from mirrortalk_jax.models.dreamtalk import style_predictor as style_lib
-
     audio_rows = np.asarray(audio_rows, np.float32)
     width, stride = denoiser.dims.audio_dim, denoiser.audio_stride
     if audio_rows.ndim != 2 or audio_rows.shape[1] != width:
@@ -83,8 +83,9 @@ def generate_motion(denoiser: DreamTalk, audio_rows: np.ndarray, *, style_clip: 
         clip = np.asarray(style_clip, np.float32)[:denoiser.style_max_len]
         if clip.ndim != 2 or clip.shape[1] != denoiser.dims.motion_dim or not len(clip):
             raise ValueError(f"style clip must be (frames, {denoiser.dims.motion_dim}), got {clip.shape}")
-        motion = denoiser.sample(rows, jnp.asarray(clip)[None], jnp.ones((1, len(clip)), bool), rng,
-                                 num_steps=steps, guidance_scale=guidance)
+        motion = dreamtalk_sampling.sample_model(denoiser, rows, jnp.asarray(clip)[None],
+                                                 jnp.ones((1, len(clip)), bool), rng, num_steps=steps,
+                                                 guidance_scale=guidance)
         return np.asarray(motion[0]), None
     if style_predictor.use_identity and identity is None:
         raise ValueError(f"this style predictor conditions on the speaker's identity: give its "
@@ -95,10 +96,10 @@ def generate_motion(denoiser: DreamTalk, audio_rows: np.ndarray, *, style_clip: 
         raise ValueError(f"the style predictor reads {style_predictor.net.audio_in.in_features}-wide audio per "
                          f"frame; the denoiser's audio gives {stride} x {width} = {feats.shape[1]}")
     landmarks = jnp.asarray(identity, jnp.float32)[None] if style_predictor.use_identity else None
-    # The denoiser's bare network on its raw standardised rows, as DreamTalk.sample runs it, so every frame
+    # The denoiser's bare network on its raw standardised rows, as sample_model runs it, so every frame
     # (the last ones included) sees exactly the rows the original's windows hold.
-    standardised = (rows - denoiser.audio_mean) / denoiser.audio_std
-    motion, code = style_lib.generate_without_reference(
+    standardised = denoiser.standardised_rows(rows)
+    motion, code = dreamtalk_style.generate_without_reference(
         style_predictor, denoiser.net, jnp.asarray(feats)[None], jnp.ones((1, len(feats)), bool), landmarks, rng,
         denoiser_audio=standardised, raw_features=(denoiser.win_size, stride),
         schedule_args=denoiser.schedule_args, num_steps=steps, guidance_scale=guidance)

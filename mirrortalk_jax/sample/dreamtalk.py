@@ -1,11 +1,6 @@
 """DreamTalk's diffusion exactly as the original (`core/networks/diffusion_net.py`), made fast.
 
-Schedule: T = 1000 linear betas from beta_1 to beta_T, prefixed with beta_0 = 0, so every array has T + 1
-entries, index t in [0, T], alpha_bar[0] = 1. The arrays are rebuilt here in float32 with the original's
-operation order (torch.linspace's fused multiply-add, a sequential float32 cumulative sum of log alphas),
-matching the checkpoint buffers to 1 ulp. The project's generic schedules (objectives/diffusion.py) index
-t in [0, T) without the beta_0 prefix and compute in float64, so they cannot reproduce these numbers; hence
-the exact variant lives here.
+Schedule: objectives/dreamtalk.py (the original's, index t in [0, T], alpha_bar[0] = 1).
 
 DDIM (the demo's sampler, eta = 0): timesteps arange(0, T, T // n) + 1, visited from the last (901 for n = 10);
 x0 = net(x_t, t); eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t); x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps,
@@ -24,8 +19,6 @@ null style clip (STYLE_MAX_LEN zero frames, nothing masked). The speed-ups chang
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -33,45 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.data.feature_windows import audio_windows_jax
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class VarianceSchedule:
-    """(T + 1,) float32 arrays of the original's `VarianceSchedule` (index 0: beta = 0, alpha_bar = 1)."""
-
-    num_steps: int
-    betas: np.ndarray
-    alphas: np.ndarray
-    alpha_bars: np.ndarray
-    sigmas_flex: np.ndarray
-    sigmas_inflex: np.ndarray
-
-    def buffers(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in ("betas", "alphas", "alpha_bars", "sigmas_flex", "sigmas_inflex")}
-
-
-@functools.lru_cache(maxsize=8)
-def variance_schedule(num_steps: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> VarianceSchedule:
-    """The original's linear schedule, reproduced in float32 step by step."""
-    f32 = np.float32
-    start, end = f32(beta_1), f32(beta_T)
-    step = f32((end - start) / f32(num_steps - 1))
-    i = np.arange(num_steps, dtype=np.float64)
-    # torch.linspace: start + step * i for the first half, end - step * (n - 1 - i) for the rest, each one fused
-    # multiply-add (a single rounding, emulated exactly in float64).
-    lin = np.where(i < num_steps // 2, np.float64(start) + np.float64(step) * i,
-                   np.float64(end) - np.float64(step) * (num_steps - 1 - i))
-    betas = np.concatenate([[0.0], lin]).astype(f32)
-    alphas = (f32(1) - betas).astype(f32)
-    log_alphas = np.log(alphas.astype(np.float64)).astype(f32)
-    cum = log_alphas.copy()
-    for k in range(1, cum.size):  # the original's in-place loop: a sequential float32 sum
-        cum[k] = f32(cum[k] + cum[k - 1])
-    alpha_bars = np.exp(cum.astype(np.float64)).astype(f32)
-    inflex = np.zeros_like(betas)
-    inflex[1:] = ((f32(1) - alpha_bars[:-1]) / (f32(1) - alpha_bars[1:])) * betas[1:]
-    return VarianceSchedule(num_steps, betas, alphas, alpha_bars, np.sqrt(betas), np.sqrt(inflex).astype(f32))
+from mirrortalk_jax.data.windows import centred_windows
+from mirrortalk_jax.models.dreamtalk.denoiser import DreamTalk
+from mirrortalk_jax.objectives.dreamtalk import VarianceSchedule, variance_schedule
+from mirrortalk_jax.sample import compiled
 
 
 def ddim_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
@@ -136,7 +94,8 @@ def window_block(windows: jax.Array, chunk: int) -> AudioBlock:
 def feature_block(features: jax.Array, win_size: int, stride: int, offset: jax.Array | int = 0) -> AudioBlock:
     """Windows built per block from raw feature rows (B, N, F) (frame offset + start onwards): the
     (W / stride)x larger windowed copy of the whole clip never exists."""
-    return lambda start, size: audio_windows_jax(features, win_size, stride, offset + start, size)
+    return lambda start, size: centred_windows(features, win_size, stride=stride, start=offset + start,
+                                               num_frames=size, axis=1)
 
 
 def _in_blocks(run: Callable[[jax.Array, jax.Array], jax.Array], audio: AudioBlock, x_init: jax.Array,
@@ -246,8 +205,7 @@ def ddim_sample_reference(net, audio: jax.Array, style_clip: jax.Array, style_pa
     trace=True: {"x_t": (S, B, L, M), "t": (S, B), "net_out": (S, B or 2B, L, M)} in execution order."""
     coefs = _ddim_coefficients(schedule, num_steps)
     b = x_T.shape[0]
-    graphdef, state = nnx.split(net)
-    forward = _forward(graphdef)
+    forward = compiled.bind(_network, net)
     if use_cf_guidance:
         null_clip, null_mask = null_style(net, b)
         audio, style_clip = jnp.concatenate([audio] * 2), jnp.concatenate([style_clip, null_clip])
@@ -256,12 +214,11 @@ def ddim_sample_reference(net, audio: jax.Array, style_clip: jax.Array, style_pa
     for t, sa, s1a, sap, s1ap in zip(*coefs):
         tt = jnp.full((b,), t, jnp.float32)
         if use_cf_guidance:
-            out = forward(state, jnp.concatenate([x] * 2), jnp.concatenate([tt] * 2), audio, style_clip,
-                          style_pad_mask)
+            out = forward(jnp.concatenate([x] * 2), jnp.concatenate([tt] * 2), audio, style_clip, style_pad_mask)
             cond, uncond = out[:b], out[b:]
             x0 = uncond + jnp.float32(cfg_scale) * (cond - uncond)
         else:
-            out = x0 = forward(state, x, tt, audio, style_clip, style_pad_mask)
+            out = x0 = forward(x, tt, audio, style_clip, style_pad_mask)
         for k, v in (("x_t", x), ("t", tt), ("net_out", out)):
             traces[k].append(v)
         eps = (x - sa * x0) / s1a
@@ -269,36 +226,30 @@ def ddim_sample_reference(net, audio: jax.Array, style_clip: jax.Array, style_pa
     return (x, {k: jnp.stack(v) for k, v in traces.items()}) if trace else x
 
 
-@functools.lru_cache(maxsize=8)
-def _forward(graphdef: nnx.GraphDef):
-    """The plain network forward, jitted (one network call per step, as the original)."""
-    return jax.jit(lambda state, *args: nnx.merge(graphdef, state)(*args))
+def _network(net, *args):
+    """The plain network forward (one network call per step, as the original)."""
+    return net(*args)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Jitted entry points (compiled once per network structure and static settings; weights are arguments).
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled(graphdef: nnx.GraphDef, sampler: str, num_steps: int, branches: tuple[str, ...],
-              guidance_scale: float | None, chunk_frames: int | None, raw_features: tuple[int, int] | None,
-              schedule_args: tuple, flexibility: float):
+def _sample_block(net, audio, x_T, style_clip, style_pad_mask, ready_style_code, rng, frame_offset, *,
+                  sampler: str, num_steps: int, branches: tuple[str, ...], guidance_scale: float | None,
+                  chunk_frames: int | None, raw_features: tuple[int, int] | None, schedule_args: tuple,
+                  flexibility: float) -> jax.Array:
     schedule = variance_schedule(*schedule_args)
-
-    @jax.jit
-    def run(state, audio, x_T, style_clip, style_pad_mask, ready_style_code, rng, frame_offset):
-        net = nnx.merge(graphdef, state)
-        chunk = chunk_frames or x_T.shape[1]
-        if raw_features:  # frames frame_offset + j of the whole clip
-            block = feature_block(audio, *raw_features, offset=frame_offset)
-        else:
-            block = window_block(audio, chunk)
-        codes = style_codes(net, style_clip, style_pad_mask, ready_style_code, branches, x_T.shape[0])
-        if sampler == "ddim":
-            return ddim_sample(net, block, x_T, codes, schedule, num_steps, guidance_scale, branches, chunk_frames)
-        return ddpm_sample(net, block, x_T, codes, schedule, rng, guidance_scale, branches, flexibility,
-                           chunk_frames, frame_offset)
-    return run
+    chunk = chunk_frames or x_T.shape[1]
+    if raw_features:  # frames frame_offset + j of the whole clip
+        block = feature_block(audio, *raw_features, offset=frame_offset)
+    else:
+        block = window_block(audio, chunk)
+    codes = style_codes(net, style_clip, style_pad_mask, ready_style_code, branches, x_T.shape[0])
+    if sampler == "ddim":
+        return ddim_sample(net, block, x_T, codes, schedule, num_steps, guidance_scale, branches, chunk_frames)
+    return ddpm_sample(net, block, x_T, codes, schedule, rng, guidance_scale, branches, flexibility,
+                       chunk_frames, frame_offset)
 
 
 def sample(net, audio: jax.Array, style_clip: jax.Array | None = None, style_pad_mask: jax.Array | None = None, *,
@@ -336,8 +287,10 @@ def sample(net, audio: jax.Array, style_clip: jax.Array | None = None, style_pad
     graphdef, state = nnx.split(net)
     branches = guidance_branches(guidance_scale)
     scale = float(guidance_scale) if len(branches) > 1 else None  # one program for every single-branch setting
-    run = _compiled(graphdef, sampler, int(num_steps), branches, scale, int(chunk_frames) if chunk_frames else None,
-                    tuple(raw_features) if raw_features else None, tuple(schedule_args), float(flexibility))
+    run = compiled.jitted(_sample_block, graphdef, sampler=sampler, num_steps=int(num_steps), branches=branches,
+                          guidance_scale=scale, chunk_frames=int(chunk_frames) if chunk_frames else None,
+                          raw_features=tuple(raw_features) if raw_features else None,
+                          schedule_args=tuple(schedule_args), flexibility=float(flexibility))
     devices = list(devices) if devices else [None]
     part = -(-length // len(devices))
     if len(devices) > 1:  # equal parts (one compilation); frames past the end are sampled and dropped
@@ -353,3 +306,35 @@ def sample(net, audio: jax.Array, style_clip: jax.Array | None = None, style_pad
     if len(outs) == 1:
         return outs[0]
     return jnp.concatenate([jax.device_put(o, devices[0]) for o in outs], axis=1)[:, :length]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The registry model (models/dreamtalk/denoiser.py): its audio standardisation, windows, schedule and guidance.
+
+
+def model_settings(model: DreamTalk) -> dict:
+    """The `sample` settings a DreamTalk model's config implies (raw feature rows of its audio stride)."""
+    return {"raw_features": (model.win_size, model.audio_stride), "schedule_args": model.schedule_args,
+            "guidance_scale": model.guidance_scale, "num_steps": model.ddim_steps}
+
+
+def sample_model(model: DreamTalk, audio_rows: jax.Array, reference_motion: jax.Array, reference_mask: jax.Array,
+                 rng: jax.Array, **kwargs) -> jax.Array:
+    """Motion (B, N // stride, M) for audio feature rows (B, N, F) (e.g. wav2vec2 at 50 Hz; per-frame features
+    reshaped to rows) and a reference (B, R, M) + valid mask (B, R), with the model's settings; kwargs
+    (num_steps, guidance_scale (None: off), chunk_frames, ...) override them."""
+    clip, pad_mask = model.style_inputs(reference_motion, reference_mask)
+    return sample(model.net, model.standardised_rows(audio_rows), clip, pad_mask, rng=rng,
+                  **{**model_settings(model), **kwargs})
+
+
+def generate_for_eval(model: DreamTalk, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
+    """The trainer's evaluation samples (traced inside its jitted step): DDIM with the config's settings."""
+    clip, pad_mask = model.style_inputs(batch["reference_motion"], batch["reference_mask"])
+    x = batch["motion"]
+    branches = guidance_branches(model.guidance_scale)
+    codes = style_codes(model.net, clip, pad_mask, None, branches, x.shape[0])
+    windows = model.audio_windows(batch["audio_features"])
+    x_T = jax.random.normal(rng, x.shape, jnp.float32)
+    return ddim_sample(model.net, window_block(windows, x.shape[1]), x_T, codes, model.schedule(), model.ddim_steps,
+                       model.guidance_scale, branches)

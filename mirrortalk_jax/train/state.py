@@ -66,7 +66,6 @@ class Training:
     schedule: optax.Schedule
     param_groups: tuple[tuple[str, float], ...]
     init_from: tuple[tuple[str, str], ...]  # (subtree, trained run dir) to load at a fresh start
-    samples: bool  # the model has `generate_for_eval(batch, rng) -> (B, L, D) motion`
 
 
 def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config, *,
@@ -79,8 +78,7 @@ def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config,
     tx, schedule = make_optimizer(train_config, frozen)
     graphdef, init = make_init(model_factory, tx, train_config.ema_decay > 0)
     init_from = tuple(init_from) + tuple(tuple(x) for x in train_config.get("init_from") or ())
-    return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from,
-                    samples=hasattr(abstract_model, "generate_for_eval"))
+    return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from)
 
 
 def make_init(model_factory: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
@@ -163,10 +161,12 @@ def make_eval_step(graphdef: nnx.GraphDef, use_ema: bool) -> Callable:
     return eval_step
 
 
-def make_sample_step(graphdef: nnx.GraphDef, use_ema: bool) -> Callable:
-    """`sample_step(state, batch, rng) -> (B, L, D)` motion generated for held-out windows."""
+def make_sample_step(graphdef: nnx.GraphDef, use_ema: bool,
+                     sampler: Callable[[nnx.Module, dict[str, jax.Array], jax.Array], jax.Array]) -> Callable:
+    """`sample_step(state, batch, rng) -> (B, L, D)` motion generated for held-out windows by
+    `sampler(model, batch, rng)` (sample.for_eval)."""
 
     def sample_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
-        return _eval_model(graphdef, state, use_ema).generate_for_eval(batch, rng)
+        return sampler(_eval_model(graphdef, state, use_ema), batch, rng)
 
     return sample_step

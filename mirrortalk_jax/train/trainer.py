@@ -1,7 +1,9 @@
-"""The trainer shared by every model: `train_and_evaluate(config, workdir)`.
+"""The trainer shared by every model: `train_and_evaluate(config, workdir, on_samples=...)`.
 
 A linear script in banner sections (data, mesh, model and state, restore, steps, loop). The model enters only
-through its recipe (`runs.loader.recipe`: the registry model with its parts) and its `loss(batch, rng, train)`.
+through its recipe (`runs.loader.recipe`: the registry model with its parts), its `loss(batch, rng, train)` and,
+for models that generate, its evaluation sampler (`sample.for_eval`). What is measured on generated motion
+(errors, previews) is the caller's `on_samples` hook (evaluate/training_samples.py for the command line).
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import time
-import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -22,9 +24,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from mirrortalk_jax.data import pipeline
+from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.data.sources import ClipSource
-from mirrortalk_jax.evaluate import motion_error, preview
 from mirrortalk_jax.runs import checkpointing, loader
+from mirrortalk_jax.sample import for_eval
 from mirrortalk_jax.train import mesh as mesh_lib, param_groups, sharding_guard, warm_start
 from mirrortalk_jax.train import state as state_lib
 from mirrortalk_jax.train.preemption import Preemption
@@ -52,13 +55,27 @@ def window_config(data_config) -> pipeline.WindowConfig:
                                  reference_landmarks=bool(data_config.get("reference_landmarks", False)))
 
 
-def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, rng, workdir: Path,
-              step: int) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    """Motion the periodic evaluation generated for its first held-out batch, gathered to every host."""
+
+    step: int
+    generated: np.ndarray  # (B, L, D)
+    target: np.ndarray  # (B, L, D) ground truth
+    mask: np.ndarray  # (B, L) valid frames
+    waveform: np.ndarray  # (B, L * 16000 / fps) the windows' audio
+    spec: MotionSpec
+    workdir: Path
+
+
+SamplesHook = Callable[[Samples], dict[str, float]]  # -> metrics logged under eval/sample/
+
+
+def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, rng, step: int, workdir: Path,
+              on_samples: SamplesHook | None) -> dict[str, float]:
     """Mean metrics over a fixed set of held-out windows (the same windows at every evaluation).
 
-    Models that generate (`generate_for_eval`) also sample the first batch: its errors against the ground
-    truth are logged, and on motion spaces with a face drawer a preview mp4 (ground truth | generated, with the
-    window's audio) is written to WORKDIR/previews/.
+    With a sampler and an `on_samples` hook, the first batch is also generated and handed to the hook.
     """
     window = dataclasses.replace(window_config(config.data), waveform=True)
     ds = pipeline.training_dataset(source, window, batch_size=config.train.batch_size, seed=config.train.seed)
@@ -68,23 +85,23 @@ def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, r
         metrics = jax.device_get(eval_step(state, batch, rng))
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
-        if sample_step is None or i:
+        if sample_step is None or on_samples is None or i:
             continue
-        # Global arrays may span processes: gather what the host-side metrics and the preview need.
+        # Global arrays may span processes: gather what the host-side hook needs.
         generated, target, mask, audio = (np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in (
             sample_step(state, batch, rng), batch["motion"], batch["motion_mask"], batch["waveform"]))
-        totals.update({f"sample/{k}": v for k, v in motion_error.region_errors(generated, target, mask,
-                                                                               source.spec).items()})
-        if jax.process_index() == 0 and preview.can_preview(source.spec):
-            valid = int(mask[0].sum())
-            preview.write_side_by_side(workdir / "previews" / f"step_{step:07d}.mp4",
-                                       [target[0, :valid], generated[0, :valid]], fps=source.spec.fps,
-                                       audio=audio[0, :valid * int(round(16000 / source.spec.fps))])
+        found = on_samples(Samples(step, generated, target, mask, audio, source.spec, workdir))
+        totals.update({f"sample/{k}": v for k, v in found.items()})
     return totals
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> state_lib.TrainState:
-    """Trains `config.model` on `config.data` into `workdir`, resuming from its latest checkpoint."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                       on_samples: SamplesHook | None = None) -> state_lib.TrainState:
+    """Trains `config.model` on `config.data` into `workdir`, resuming from its latest checkpoint.
+
+    on_samples: called at each evaluation with the motion a generating model sampled for held-out windows;
+      its metrics are logged as eval/sample/*. None: nothing is sampled.
+    """
     workdir = Path(workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     tc = config.train
@@ -138,9 +155,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                          out_shardings=(shardings, replicated), donate_argnums=0)
     eval_step = jax.jit(state_lib.make_eval_step(training.graphdef, tc.ema_decay > 0),
                         in_shardings=(shardings, batch_sharding, replicated), out_shardings=replicated)
-    sample_step = jax.jit(state_lib.make_sample_step(training.graphdef, tc.ema_decay > 0),
+    sampler = for_eval.eval_sampler(config.model.name) if on_samples is not None else None
+    sample_step = jax.jit(state_lib.make_sample_step(training.graphdef, tc.ema_decay > 0, sampler),
                           in_shardings=(shardings, batch_sharding, replicated),
-                          out_shardings=batch_sharding) if training.samples else None
+                          out_shardings=batch_sharding) if sampler is not None else None
 
     # ----- Loop -----
     start = int(jax.device_get(state.step))
@@ -168,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                                  f"(last at step {step}); parameters are from before them")
                 if eval_source is not None and step % tc.eval_every == 0:
                     writer.write(step, _evaluate(eval_step, sample_step, state, eval_source, config, mesh,
-                                                 step_rng, workdir, step), prefix="eval/")
+                                                 step_rng, step, workdir, on_samples), prefix="eval/")
                 ckpt.save(step, state, train_iter, meta)
                 if preemption.should_stop(step):
                     break

@@ -1,18 +1,17 @@
-"""DreamTalk (arXiv 2312.09767) as a registry model: the exact denoiser port, its x0 diffusion loss, sampling.
+"""DreamTalk (arXiv 2312.09767) as a registry model: the exact denoiser port and its x0 diffusion loss.
 
 The network itself is `dreamtalk_net.DreamTalkDenoiser` (attribute `net`, so converted checkpoints of the
 released `diff_net.net.*` weights land under `net/`). This wrapper adds what the trainer and the samplers need:
 
   loss(batch, rng, train)   x0-prediction diffusion loss ||x0 - net(x_t, t, audio windows, style clip)||^2 over
-                            valid frames and channels, t ~ U{1..T} on the original schedule; the style clip is the
-                            batch's style reference, replaced by the null clip with probability
+                            valid frames and channels, t ~ U{1..T} on the original schedule (objectives/dreamtalk.py);
+                            the style clip is the batch's style reference, replaced by the null clip with probability
                             `cf_guidance.null_prob` (classifier-free guidance training, as the original's config).
                             Dropout (config `dropout`, 0.1 in the original) is active when `train`.
                             With a lip expert run (`lip_expert_workdir`, configs/dreamtalk_lip_expert.py) the
                             paper's L_sync = -log P_sync of the frozen style-aware expert on the x0 estimate is
                             added with `sync_weight`, for clips with t <= `sync_max_t` and their own style clip.
-  sample(...)               DDIM / DDPM with guidance, see sample/dreamtalk.py.
-  generate_for_eval(...)    DDIM with the config's steps and guidance, for the trainer's periodic evaluation.
+Sampling (DDIM / DDPM with guidance, and the trainer's periodic evaluation samples) is sample/dreamtalk.py.
 
 Audio: `batch["audio_features"]` is (B, L, stride * F) per video frame: the frame's `audio_stride` feature
 rows of width F (`audio_dim`) concatenated in time order (our log-mel frontend: stride 1, F = 4 x 80; the
@@ -31,13 +30,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mirrortalk_jax.data.feature_windows import audio_windows_jax
+from mirrortalk_jax.data.windows import centred_windows
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.dreamtalk import lip_expert as lip
 from mirrortalk_jax.models.dreamtalk import net as dreamtalk_net
 from mirrortalk_jax.models.dreamtalk.net import DreamTalkDenoiser, dims_from_config
 from mirrortalk_jax.models.registry import Part, register
-from mirrortalk_jax.sample import dreamtalk as dt_sample
+from mirrortalk_jax.objectives import dreamtalk as objective
 
 
 class DreamTalk(nnx.Module):
@@ -64,8 +63,8 @@ class DreamTalk(nnx.Module):
     def style_max_len(self) -> int:
         return self.dims.style_max_len
 
-    def schedule(self) -> dt_sample.VarianceSchedule:
-        return dt_sample.variance_schedule(*self.schedule_args)
+    def schedule(self) -> objective.VarianceSchedule:
+        return objective.variance_schedule(*self.schedule_args)
 
     # ----- Inputs -----
 
@@ -73,9 +72,12 @@ class DreamTalk(nnx.Module):
         """Per-frame features (B, L, stride * F) (the frame's `stride` rows concatenated in time order, as our
         pipeline stores them) -> standardised windows (B, L, W, F)."""
         b, length, _ = features.shape
-        rows = features.reshape(b, length * self.audio_stride, -1)
-        rows = (rows - self.audio_mean) / self.audio_std
-        return audio_windows_jax(rows, self.win_size, self.audio_stride, 0, length)
+        rows = self.standardised_rows(features.reshape(b, length * self.audio_stride, -1))
+        return centred_windows(rows, self.win_size, stride=self.audio_stride, num_frames=length, axis=1)
+
+    def standardised_rows(self, rows: jax.Array) -> jax.Array:
+        """Audio feature rows (B, N, F) standardised with the config's fixed mean and std."""
+        return (rows - self.audio_mean) / self.audio_std
 
     def style_code(self, reference_motion: jax.Array, reference_mask: jax.Array) -> jax.Array:
         """(B, R, M) reference + (B, R) valid mask -> (B, D) style code (the interface other models read)."""
@@ -98,11 +100,7 @@ class DreamTalk(nnx.Module):
         k_t, k_noise, k_null, k_drop = jax.random.split(rng, 4)
         x0, mask = batch["motion"], batch["motion_mask"]
         b = x0.shape[0]
-        ab = jnp.asarray(self.schedule().alpha_bars)
-        t = jax.random.randint(k_t, (b,), 1, self.schedule_args[0] + 1)
-        noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
-        a = ab[t][:, None, None]
-        x_t = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
+        x_t, t = objective.noisy_sample(self.schedule(), x0, k_t, k_noise)
         clip, pad_mask = self.style_inputs(batch["reference_motion"], batch["reference_mask"])
         # Condition dropout in training only: evaluation measures the conditional denoiser.
         null = jax.random.bernoulli(k_null, self.null_prob if train else 0.0, (b,))
@@ -110,9 +108,7 @@ class DreamTalk(nnx.Module):
         pad_mask = jnp.where(null[:, None], False, pad_mask)
         pred = self.net(x_t, t.astype(jnp.float32), self.audio_windows(batch["audio_features"]), clip, pad_mask,
                         rng=k_drop if train else None)
-        valid = mask.astype(jnp.float32)[..., None]
-        denom = jnp.maximum(valid.sum() * x0.shape[-1], 1.0)
-        loss = jnp.sum(jnp.square(pred - x0) * valid) / denom
+        loss = objective.x0_loss(pred, x0, mask)
         metrics = {"denoise": loss, "null_style_fraction": null.mean()}
         if self.lip_expert is None:
             return loss, metrics
@@ -134,35 +130,6 @@ class DreamTalk(nnx.Module):
         # The expert's style encoder is frozen: cutting the gradient here saves its backward pass.
         style = jax.lax.stop_gradient(self.lip_expert.style_code(batch["reference_motion"], batch["reference_mask"]))
         return lip.sync_loss(self.lip_expert, pred_x0, batch["audio_features"], style, mask), judged
-
-    # ----- Generation -----
-
-    def sample(self, audio_rows: jax.Array, reference_motion: jax.Array, reference_mask: jax.Array,
-               rng: jax.Array, *, num_steps: int | None = None, guidance_scale: float | None = -1.0,
-               **kwargs) -> jax.Array:
-        """Motion (B, N // stride, M) for audio feature rows (B, N, F) (e.g. wav2vec2 at 50 Hz; per-frame
-        features reshaped to rows) and a reference (B, R, M) + valid mask (B, R).
-
-        guidance_scale -1 takes the config's; None turns guidance off. kwargs go to sample.dreamtalk.sample.
-        """
-        clip, pad_mask = self.style_inputs(reference_motion, reference_mask)
-        scale = self.guidance_scale if guidance_scale == -1.0 else guidance_scale
-        rows = (audio_rows - self.audio_mean) / self.audio_std
-        return dt_sample.sample(self.net, rows, clip, pad_mask, rng=rng, num_steps=num_steps or self.ddim_steps,
-                                guidance_scale=scale, raw_features=(self.win_size, self.audio_stride),
-                                schedule_args=self.schedule_args, **kwargs)
-
-    def generate_for_eval(self, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
-        """The trainer's evaluation samples (traced inside its jitted step): DDIM with the config's settings."""
-        clip, pad_mask = self.style_inputs(batch["reference_motion"], batch["reference_mask"])
-        x = batch["motion"]
-        scale = self.guidance_scale
-        branches = dt_sample.guidance_branches(scale)
-        codes = dt_sample.style_codes(self.net, clip, pad_mask, None, branches, x.shape[0])
-        windows = self.audio_windows(batch["audio_features"])
-        x_T = jax.random.normal(rng, x.shape, jnp.float32)
-        return dt_sample.ddim_sample(self.net, dt_sample.window_block(windows, x.shape[1]), x_T, codes,
-                                     self.schedule(), self.ddim_steps, scale, branches)
 
 
 class StyleEncoder(dreamtalk_net.StyleEncoder):

@@ -31,7 +31,8 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.nn import layers
-from mirrortalk_jax.models.mirrortalk.motion_expert import sample_sync_pairs, sequence_windows
+from mirrortalk_jax.data.windows import sliding_windows
+from mirrortalk_jax.models.mirrortalk.motion_expert import sample_sync_pairs
 from mirrortalk_jax.models.registry import Part, register
 
 SIMILARITIES = ("affine", "relu")
@@ -301,12 +302,12 @@ def sync_loss(expert: DreamTalkLipExpert, motion: jax.Array, audio_features: jax
     if motion.shape[:2] != audio_features.shape[:2]:
         raise ValueError(f"motion {motion.shape} and audio {audio_features.shape} must share (B, L)")
     k = expert.window
-    p = expert.sync_probability(sequence_windows(motion, k), sequence_windows(audio_features, k),
+    p = expert.sync_probability(sliding_windows(motion, k, axis=1), sliding_windows(audio_features, k, axis=1),
                                 style_code)  # (B, N)
     if mask is None:
         valid = jnp.ones_like(p)
     else:
-        valid = sequence_windows(mask.astype(bool), k).all(-1).astype(p.dtype)
+        valid = sliding_windows(mask.astype(bool), k, axis=1).all(-1).astype(p.dtype)
     return -(jnp.log(p) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 

@@ -17,13 +17,12 @@ Adapted to what we have:
     a one-frame "sequence" (B, 1, S). Classifier-free guidance maps the samplers' two conditions onto ours:
     "audio" -> the audio tokens, "style" -> the identity token.
 
-Without a reference clip, `generate_without_reference` samples a code and hands it to the DreamTalk denoiser as
-its ready style code.
+Without a reference clip, `sample.dreamtalk_style.generate_without_reference` samples a code and hands it to the
+DreamTalk denoiser as its ready style code.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -36,7 +35,6 @@ from mirrortalk_jax.models.dreamtalk.lip_expert import STYLE_SOURCE, build_style
 from mirrortalk_jax.models.registry import register
 from mirrortalk_jax.models.mirrortalk.style_encoder import EncoderLayer, freeze
 from mirrortalk_jax.objectives import diffusion
-from mirrortalk_jax.sample import diffusion as samplers
 
 
 def identity_descriptor(landmarks: jax.Array) -> jax.Array:
@@ -146,7 +144,7 @@ class DreamTalkStylePredictor(nnx.Module):
         """(B, L, D), (B, L) -> (B, S): the frozen style source's code of the clip (no gradient)."""
         return jax.lax.stop_gradient(style_code_of(self.style_source, motion, mask.astype(bool)))
 
-    def _identity(self, landmarks: jax.Array | None) -> jax.Array | None:
+    def identity(self, landmarks: jax.Array | None) -> jax.Array | None:
         if not self.use_identity:
             return None
         if landmarks is None or landmarks.shape[1:] != (self.num_landmarks, 3):
@@ -160,7 +158,7 @@ class DreamTalkStylePredictor(nnx.Module):
         del train
         k_diff, k_drop = jax.random.split(rng)
         mask = batch["motion_mask"]
-        identity = self._identity(batch.get("reference_landmarks"))
+        identity = self.identity(batch.get("reference_landmarks"))
         code = self.target_code(batch["motion"], mask)
         x0 = ((code - self.code_mean) / self.code_std)[:, None, :]  # (B, 1, S): a one-frame sequence
         sched = self.schedule()
@@ -176,97 +174,6 @@ class DreamTalkStylePredictor(nnx.Module):
         metrics = {"denoise": denoise, "x0_mse": jnp.mean(jnp.square(x0_pred - x0)), "x0_cosine": cos.mean(),
                    "target_std": jnp.std(x0, axis=0).mean()}
         return denoise, metrics
-
-    # ----- Sampling -----
-
-    def denoise_fn(self) -> samplers.Denoiser:
-        """The samplers' convention over cond = {"audio", "audio_mask", "identity"}; drop_style drops identity."""
-        def denoise(x_t, t, cond, drop_audio, drop_style):
-            return self.net(x_t[:, 0], t, cond["audio"], cond["audio_mask"], cond.get("identity"), drop_audio,
-                            drop_style)[:, None]
-        return denoise
-
-    def sample_style_code(self, audio_features: jax.Array, audio_mask: jax.Array,
-                          reference_landmarks: jax.Array | None, rng: jax.Array, *, sampler: str = "ddim",
-                          num_steps: int = 10, guidance: samplers.Guidance = samplers.NO_GUIDANCE,
-                          **sampler_kwargs) -> jax.Array:
-        """Style codes (B, S) for audio (B, L, F) (+ valid mask (B, L)) and identity landmarks (B, K, 3)."""
-        if sampler not in samplers.SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(samplers.SAMPLERS)}")
-        cond = {"audio": audio_features, "audio_mask": audio_mask.astype(bool)}
-        identity = self._identity(reference_landmarks)
-        if identity is not None:
-            cond["identity"] = identity
-        b = audio_features.shape[0]
-        x0 = samplers.SAMPLERS[sampler](self.denoise_fn(), self.schedule(), (b, 1, self.style_dim), rng,
-                                        num_steps=num_steps, cond=cond, guidance=guidance,
-                                        prediction=self.prediction, **sampler_kwargs)
-        return x0[:, 0] * self.code_std + self.code_mean
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_style_sampler(graphdef: nnx.GraphDef, settings: tuple[tuple[str, Any], ...]):
-    """`sample_style_code` jitted once per model structure and sampler settings (weights are arguments)."""
-    kwargs = dict(settings)
-
-    @jax.jit
-    def run(state, audio_features, audio_mask, reference_landmarks, rng):
-        return nnx.merge(graphdef, state).sample_style_code(audio_features, audio_mask, reference_landmarks, rng,
-                                                            **kwargs)
-    return run
-
-
-def predict_style_code(predictor: DreamTalkStylePredictor, audio_features: jax.Array, audio_mask: jax.Array,
-                       reference_landmarks: jax.Array | None, rng: jax.Array, **sample_kwargs) -> jax.Array:
-    """Jitted `DreamTalkStylePredictor.sample_style_code` (compiled once per model and settings). (B, S)."""
-    graphdef, state = nnx.split(predictor)
-    run = _compiled_style_sampler(graphdef, tuple(sorted(sample_kwargs.items())))
-    return run(state, audio_features, audio_mask, reference_landmarks, rng)
-
-
-def generate_without_reference(predictor: DreamTalkStylePredictor, denoiser: nnx.Module, audio_features: jax.Array,
-                               audio_mask: jax.Array, reference_landmarks: jax.Array | None, rng: jax.Array, *,
-                               style_steps: int = 10, style_guidance: samplers.Guidance = samplers.NO_GUIDANCE,
-                               denoiser_audio: jax.Array | None = None,
-                               **sample_kwargs) -> tuple[jax.Array, jax.Array]:
-    """Motion from audio and an identity alone, no reference clip: the predictor samples a style code and the
-    DreamTalk denoiser generates with it as its `ready_style_code`.
-
-    predictor inputs: audio_features (B, L, F) per-frame features, audio_mask (B, L), reference_landmarks
-    (B, K, 3) (the identity frame). denoiser: a `dreamtalk` model (models.dreamtalk.denoiser.DreamTalk: its audio
-    standardisation, windows, schedule and guidance scale apply) or its bare network (DreamTalkDenoiser).
-    denoiser_audio: the denoiser's audio when it differs from the predictor's, e.g. wav2vec2 rows; for the
-    model, per-frame features (B, L, stride * F) as its batches carry them; for a bare network, windows
-    (B, L, W, F) or raw rows with `raw_features=(win_size, stride)`. None: `audio_features` (for a bare
-    network as one row per frame, DreamTalk's win_size 5). `sample_kwargs` go to `sample.dreamtalk.sample`
-    (num_steps, guidance_scale, chunk_frames, ...). Returns (motion (B, L, M), style code (B, S)).
-    """
-    from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
-    from mirrortalk_jax.models.dreamtalk import net as dreamtalk_net
-    from mirrortalk_jax.sample import dreamtalk as dreamtalk_sampling
-
-    audio = audio_features if denoiser_audio is None else denoiser_audio
-    if isinstance(denoiser, dreamtalk.DreamTalk):
-        net = denoiser.net
-        b, length = audio.shape[:2]
-        audio = (audio.reshape(b, length * denoiser.audio_stride, -1) - denoiser.audio_mean) / denoiser.audio_std
-        sample_kwargs = {"raw_features": (denoiser.win_size, denoiser.audio_stride),
-                         "schedule_args": denoiser.schedule_args, "guidance_scale": denoiser.guidance_scale,
-                         "num_steps": denoiser.ddim_steps, **sample_kwargs}
-    elif isinstance(denoiser, dreamtalk_net.DreamTalkDenoiser):
-        net = denoiser
-        if denoiser_audio is None:
-            sample_kwargs.setdefault("raw_features", (5, 1))
-    else:
-        raise TypeError(f"{type(denoiser).__name__} is not a DreamTalk model or network")
-    if predictor.style_dim != net.dims.d_model:
-        raise ValueError(f"the predictor makes {predictor.style_dim}-d style codes, the denoiser takes "
-                         f"{net.dims.d_model}-d: train the predictor on that denoiser's style encoder")
-    k_style, k_motion = jax.random.split(rng)
-    code = predict_style_code(predictor, audio_features, audio_mask, reference_landmarks, k_style,
-                              num_steps=style_steps, guidance=style_guidance)
-    motion = dreamtalk_sampling.sample(net, audio, ready_style_code=code, rng=k_motion, **sample_kwargs)
-    return motion, code
 
 
 @register("dreamtalk_style_predictor", parts={"style_source": STYLE_SOURCE})

@@ -8,7 +8,7 @@ An exact port of `modules/audio2motion/cfm/` of yerfor/MimicTalk (`InContextAudi
 
 The in-context prompt is a clip of the target speaker (motion + its audio) prepended in time; the model
 predicts the frames after it, which is how it picks up a speaking style without fine-tuning. Sampling
-integrates the velocity from temperature-scaled noise on a fixed grid (midpoint by default, sample/ode.py),
+(sample/mimictalk.py) integrates the velocity from temperature-scaled noise on a fixed grid (midpoint by default),
 with classifier-free guidance on the prompt. Training is audio-guided motion infilling: a random 60-100 % of
 each clip is predicted from the rest (objectives/infill_masks.py) with the flow-matching loss
 (objectives/flow_matching.py), prompt dropout for guidance, and an optional lip-sync loss of a frozen motion
@@ -18,7 +18,6 @@ expert on the one-step estimate x1_hat = x_t + (1 - t) v.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -31,7 +30,6 @@ from mirrortalk_jax.models.mimictalk.icl_transformer import InContextTransformer
 from mirrortalk_jax.models.nn.layers import fan_in_normal, param, scaled_normal
 from mirrortalk_jax.models.registry import Part, register
 from mirrortalk_jax.objectives import flow_matching, infill_masks
-from mirrortalk_jax.sample import ode
 
 _init = nnx.with_partitioning
 
@@ -222,67 +220,6 @@ class MimicTalkA2M(nnx.Module):
         if frame_mask is not None:
             mask = mask.at[:, tc:].set(frame_mask.astype(bool))
         return Prepared(features, self.velocity.embed_audio(features, n), cond, cond_mask, mask, tc)
-
-    def branch_velocity(self, prep: Prepared, guided: bool) -> ode.BranchVelocity:
-        """v(x, t, drop) over the prepared condition, tiled once for the stacked guidance branches."""
-        emb, cond, cond_mask, mask = prep.audio_emb, prep.cond, prep.cond_mask, prep.mask
-        if guided:
-            emb, cond, cond_mask, mask = (jnp.concatenate([a, a]) for a in (emb, cond, cond_mask, mask))
-        return lambda x, t, drop: self.velocity(x, t, emb, cond, cond_mask, mask, drop)
-
-    def sample(self, audio: jax.Array, *, rng: jax.Array | None = None, x0: jax.Array | None = None,
-               steps: int = 20, guidance_scale: float = 1.0, temperature: float = 1.0, method: str = "midpoint",
-               return_trajectory: bool = False, **context) -> dict[str, jax.Array]:
-        """Motion for audio (B, Ta, F) after an optional prompt (see `prepare` for `context`).
-
-        The original's `forward(train=False)`: y0 = N(0, I) * temperature (or the given `x0`, already scaled),
-        `steps` grid points torch.linspace(0, 1, steps), guidance `guidance_scale` on the prompt, output masked
-        by the valid frames. Returns {"motion": (B, N - Tc, M) generated frames, "x_recon": (B, N, M)} plus
-        "trajectory" (steps, B, N, M) and "call_times" with `return_trajectory`. Jit with static settings.
-        """
-        prep = self.prepare(audio, **context)
-        out: dict[str, jax.Array] = {}
-        if self.mode == "icl_transformer":  # a one-shot regressor: t = 0, input = the (zeroed) prompt
-            y = self.velocity(prep.cond, 0.0, prep.audio_emb, prep.cond, prep.cond_mask, prep.mask)
-        else:
-            if x0 is None:
-                x0 = jax.random.normal(rng, prep.cond.shape) * float(temperature)
-            fn = ode.guided(self.branch_velocity(prep, float(guidance_scale) != 1.0), guidance_scale)
-            y = ode.integrate(fn, x0, ode.time_grid(steps), method, return_trajectory=return_trajectory)
-            if return_trajectory:
-                y, states, times = y
-                out.update(trajectory=states.at[-1].multiply(prep.mask[..., None]), call_times=times)
-        x_recon = y * prep.mask[..., None]
-        return {**out, "x_recon": x_recon, "motion": x_recon[:, prep.num_prompt:]}
-
-    def generate_for_eval(self, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
-        """Held-out windows for the trainer's evaluation: the speaker's reference clip as a motion-only prompt
-        (its audio unknown to the batch: a constant at the feature mean, i.e. 0 after standardisation)."""
-        settings = dict(self.eval_sampling)
-        ref = batch["reference_motion"]
-        prompt_audio = jnp.full((ref.shape[0], ref.shape[1] * self.audio_rate, batch["audio_features"].shape[-1]),
-                                self.audio_mean, jnp.float32)
-        return self.sample(batch["audio_features"], rng=rng, prompt_motion=ref, prompt_audio=prompt_audio,
-                           prompt_mask=batch["reference_mask"], frame_mask=batch["motion_mask"],
-                           **settings)["motion"]
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_sampler(graphdef: nnx.GraphDef, settings: tuple[tuple[str, Any], ...]):
-    """One jitted sampler per model structure and settings; weights are arguments, not baked constants."""
-    @jax.jit
-    def run(state, audio, context, rng):
-        return nnx.merge(graphdef, state).sample(audio, rng=rng, **context, **dict(settings))["motion"]
-    return run
-
-
-def generate(model: MimicTalkA2M, audio: jax.Array, rng: jax.Array, **kwargs) -> jax.Array:
-    """Jitted `model.sample(...)["motion"]`: array kwargs are the context (prompt_motion, prompt_audio, f0, ...),
-    the others static settings (steps, guidance_scale, temperature, method), compiled once per combination."""
-    context = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
-    settings = tuple(sorted((k, v) for k, v in kwargs.items() if k not in context))
-    graphdef, state = nnx.split(model)
-    return _compiled_sampler(graphdef, settings)(state, audio, context, rng)
 
 
 @register("mimictalk_a2m", parts={"motion_expert": Part("motion_expert_workdir")})

@@ -11,7 +11,6 @@ stage-1 losses added with weight `loss_weights.style`); without `motion_expert_w
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -22,7 +21,6 @@ from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.mirrortalk.dit import DiTDenoiser
 from mirrortalk_jax.models.registry import Part, register
 from mirrortalk_jax.objectives import diffusion
-from mirrortalk_jax.sample import diffusion as samplers
 
 
 def temporal_smoothness(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -61,7 +59,7 @@ class MirrorTalk(nnx.Module):
         self.prediction, self.weighting = d.prediction, d.weighting
         self.p_drop = (float(config.cfg.p_drop_audio), float(config.cfg.p_drop_style), float(config.cfg.p_drop_both))
         self.weights = tuple(sorted(dict(config.loss_weights).items()))
-        self.eval_sampler_steps = int(config.get("eval_sampler_steps", 20))
+        self.eval_sampler_steps = int(config.get("eval_sampler_steps", 20))  # sample/mirrortalk.py generate_for_eval
 
     def schedule(self) -> diffusion.DiffusionSchedule:
         # Concrete arrays even under jit: samplers derive their timestep grids (e.g. log-SNR spacing) from it.
@@ -102,74 +100,6 @@ class MirrorTalk(nnx.Module):
             total = total + w["style"] * style_loss
             metrics.update({f"sdse_{k}": v for k, v in style_metrics.items()})
         return total, metrics
-
-    # ----- Generation -----
-
-    def denoise_fn(self, gate_override: jax.Array | None = None) -> samplers.Denoiser:
-        """The samplers' denoiser convention over cond = {"audio": (N, L, F), "style": (N, S)}."""
-        def denoise(x_t, t, cond, drop_audio, drop_style):
-            return self.denoiser(x_t, t, cond["audio"], cond["style"], drop_audio=drop_audio,
-                                 drop_style=drop_style, gate_override=gate_override)
-        return denoise
-
-    def sample(self, audio_features: jax.Array, style: jax.Array, rng: jax.Array, *, sampler: str = "ddim",
-               num_steps: int = 20, guidance: samplers.Guidance = samplers.NO_GUIDANCE,
-               known: jax.Array | None = None, known_mask: jax.Array | None = None,
-               gate_override: jax.Array | None = None, **sampler_kwargs) -> jax.Array:
-        """Motion (B, L, D) for audio (B, L, F) and style codes (B, S) in one shot (see `generate` for long audio)."""
-        if sampler not in samplers.SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(samplers.SAMPLERS)}")
-        b, length, _ = audio_features.shape
-        return samplers.SAMPLERS[sampler](
-            self.denoise_fn(gate_override), self.schedule(), (b, length, self.spec_dim), rng,
-            num_steps=num_steps, cond={"audio": audio_features, "style": style}, guidance=guidance, known=known,
-            known_mask=known_mask, prediction=self.prediction, **sampler_kwargs)
-
-
-    def generate_for_eval(self, batch: dict[str, jax.Array], rng: jax.Array) -> jax.Array:
-        """What the trainer's periodic evaluation samples: motion for held-out windows, DDIM, no guidance."""
-        style = self.style_code(batch["reference_motion"], batch["reference_mask"])
-        return self.sample(batch["audio_features"], style, rng, num_steps=self.eval_sampler_steps)
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_generation(graphdef: nnx.GraphDef, sample_kwargs: tuple[tuple[str, Any], ...]):
-    """Jitted style-code and chunk-sampler functions, made once per model structure and sampler settings.
-
-    The weights are arguments, not closures: closed-over arrays would be baked into the program.
-    """
-    kwargs = dict(sample_kwargs)
-
-    @jax.jit
-    def style_code(state, reference_motion, reference_mask):
-        return nnx.merge(graphdef, state).style_code(reference_motion, reference_mask)
-
-    @jax.jit
-    def sample_chunk(state, style, cond, known, known_mask, key):
-        return nnx.merge(graphdef, state).sample(cond["audio"], style, key, known=known, known_mask=known_mask,
-                                                 **kwargs)
-
-    return style_code, sample_chunk
-
-
-def generate(model: MirrorTalk, audio_features: jax.Array, reference_motion: jax.Array, reference_mask: jax.Array,
-             rng: jax.Array, *, chunk_frames: int = 64, overlap_frames: int = 8, **sample_kwargs) -> jax.Array:
-    """Motion (B, T, D) for audio of any length T, in memory independent of T.
-
-    The style code is computed once; the audio is cut into chunks of `chunk_frames` sampled by one compiled
-    function (compiled once per model structure and sampler settings, reused across calls), each chunk
-    continuing the previous one through `overlap_frames` inpainted frames. `sample_kwargs` go to
-    `MirrorTalk.sample` (sampler, num_steps, guidance, ...) and must be hashable.
-    """
-    graphdef, state = nnx.split(model)
-    style_code, sample_with = _compiled_generation(graphdef, tuple(sorted(sample_kwargs.items())))
-    style = style_code(state, reference_motion, reference_mask)
-
-    def sample_chunk(cond, known, known_mask, key):
-        return sample_with(state, style, cond, known, known_mask, key)
-
-    return samplers.sample_long(sample_chunk, {"audio": audio_features}, audio_features.shape[1], chunk_frames,
-                                overlap_frames, rng, motion_dim=model.spec_dim)
 
 
 @register("mirrortalk", parts={"style_encoder": Part("style_encoder_workdir", config_key="style_encoder"),

@@ -6,9 +6,9 @@ the sync logit is `scale * cosine + bias` (learned scale and bias). Trained with
 aligned (positive) and misaligned (negative) windows; frozen afterwards, it serves as
   - a lip-sync loss for generators (`sync_loss`, differentiable w.r.t. motion),
   - the "content" features of an HSIC independence loss (`content_embedding`),
-  - a SyncNet-style offset / confidence metric on motion (`sync_offset_confidence`).
+  - a SyncNet-style offset / confidence metric on motion (`evaluate.sync.expert_sync`).
 
-Window convention: window i of a sequence covers frames i .. i+K-1 of both streams (`sync.windowed_embeddings`).
+Window convention: window i of a sequence covers frames i .. i+K-1 of both streams (`data.windows`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.evaluate import sync
+from mirrortalk_jax.data.windows import sliding_windows
 from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.registry import register
 
@@ -52,14 +52,6 @@ class WindowEncoder(nnx.Module):
         # eps inside the root keeps the gradient finite at a zero vector.
         h = h * jax.lax.rsqrt(jnp.sum(jnp.square(h), -1, keepdims=True) + 1e-12)
         return h.reshape(lead + h.shape[-1:])
-
-
-def sequence_windows(x: jax.Array, window: int) -> jax.Array:
-    """(B, L, ...) -> (B, L - window + 1, window, ...): window i holds frames i .. i+window-1."""
-    if x.ndim < 2 or x.shape[1] < window:
-        raise ValueError(f"expected (B, L, ...) with L >= window={window}, got shape {x.shape}")
-    idx = np.arange(x.shape[1] - window + 1)[:, None] + np.arange(window)[None, :]
-    return x[:, idx]
 
 
 def sample_sync_pairs(batch: dict[str, jax.Array], rng: jax.Array, *, window: int, pairs_per_clip: int,
@@ -196,8 +188,8 @@ class MotionExpert(nnx.Module):
         Not re-normalised (its norm says how consistent the content is). A sequence without a full valid window
         gets zeros.
         """
-        emb = self.embed_audio(sequence_windows(audio_features, self.window))  # (B, N, E)
-        valid = sequence_windows(mask, self.window).all(-1).astype(emb.dtype)[..., None]  # (B, N, 1)
+        emb = self.embed_audio(sliding_windows(audio_features, self.window, axis=1))  # (B, N, E)
+        valid = sliding_windows(mask, self.window, axis=1).all(-1).astype(emb.dtype)[..., None]  # (B, N, 1)
         return (emb * valid).sum(1) / jnp.maximum(valid.sum(1), 1.0)
 
     def sync_loss(self, motion: jax.Array, audio_features: jax.Array, mask: jax.Array) -> jax.Array:
@@ -206,9 +198,9 @@ class MotionExpert(nnx.Module):
         Differentiable w.r.t. `motion`: a generator uses it as an auxiliary loss (stop the expert's own
         gradients on the caller's side to keep it frozen).
         """
-        logits = self.sync_logit(sequence_windows(motion, self.window),
-                                 sequence_windows(audio_features, self.window))  # (B, N)
-        valid = sequence_windows(mask, self.window).all(-1).astype(logits.dtype)
+        logits = self.sync_logit(sliding_windows(motion, self.window, axis=1),
+                                 sliding_windows(audio_features, self.window, axis=1))  # (B, N)
+        valid = sliding_windows(mask, self.window, axis=1).all(-1).astype(logits.dtype)
         return (jax.nn.softplus(-logits) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
     # ----- Training -----
@@ -245,29 +237,6 @@ class MotionExpert(nnx.Module):
                    "near_prob": masked_mean(prob, cat[1]), "far_prob": masked_mean(prob, cat[2]),
                    "other_prob": masked_mean(prob, cat[3]), "logit_scale": self.logit_scale()}
         return loss, metrics
-
-
-def sync_offset_confidence(expert: MotionExpert, motion: jax.Array, audio_features: jax.Array,
-                           vshift: int = 15) -> sync.SyncResult:
-    """SyncNet's offset / confidence of one clip with the expert: (T, D) motion, (T, F) audio, T >= window.
-
-    Every K-frame window of both streams is embedded (window i = frames i .. i+K-1) and the embeddings go
-    through `evaluate.sync.sync_offset_confidence`; motion plays the video's part, so the sign convention is
-    the one documented there (audio delayed by d frames -> offset -d).
-    """
-    motion, audio_features = jnp.asarray(motion), jnp.asarray(audio_features)
-    if motion.ndim != 2 or audio_features.ndim != 2 or motion.shape[0] != audio_features.shape[0]:
-        raise ValueError(f"expected (T, D) motion and (T, F) audio features with the same T, got "
-                         f"{motion.shape} and {audio_features.shape}")
-    video_emb, audio_emb = _embed_sequences(expert, motion, audio_features)
-    return sync.sync_offset_confidence(np.asarray(video_emb), np.asarray(audio_emb), vshift)
-
-
-@nnx.jit
-def _embed_sequences(expert: MotionExpert, motion: jax.Array, audio_features: jax.Array):
-    """(T, D), (T, F) -> embeddings of every window of both, (T - K + 1, E) each (jitted: eager is slow)."""
-    return (expert.embed_motion(sync.windowed_embeddings(motion, expert.window)),
-            expert.embed_audio(sync.windowed_embeddings(audio_features, expert.window)))
 
 
 @register("motion_expert")
