@@ -12,7 +12,8 @@ from safetensors.numpy import load_file, save_file
 
 from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import base_config, cli
-from mirrortalk_jax.convert import fixtures, hf_audio, name_map, sources
+from mirrortalk_jax import fixtures
+from mirrortalk_jax.convert import hf_audio, name_map, sources
 from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.data import encoder_features as ef

@@ -166,7 +166,7 @@ def test_torch_file_without_torch_names_the_extra(tmp_path):
 
 
 def test_converted_checkpoint_loads_like_a_run(tmp_path):
-    """A registry model converted from 'foreign' tensors loads through train.loader.load_model."""
+    """A registry model converted from 'foreign' tensors loads through runs.loader.load_model."""
     config = synthtalk_regression.get_config("tiny").model
     model = abstract.builder(config, MOTION_SPEC)()
     variables = nnx.state(model, nnx.Not(nnx.RngState))

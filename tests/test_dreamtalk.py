@@ -14,12 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax.convert import dreamtalk as convert_dt
-from mirrortalk_jax.convert import fixtures, name_map
+from mirrortalk_jax import fixtures
+from mirrortalk_jax.fixtures import dreamtalk as fixture_dreamtalk
+from mirrortalk_jax.sample import compiled
+from mirrortalk_jax.convert import name_map
 from mirrortalk_jax.runs import loader
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.data.windows import centred_windows
@@ -240,7 +242,7 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):
     io = _io()
     inputs = [jnp.asarray(io[f"f2_{k}"]) for k in ("x_t", "t", "audio", "style_clip", "style_pad_mask")]
     net = model.net
-    out, _, _ = convert_dt._forwards(nnx.graphdef(net))(nnx.state(net), *inputs)
+    out, _, _ = compiled.bind(fixture_dreamtalk.forwards, net)(*inputs)
     np.testing.assert_allclose(out["x0_pred"], io["f2_x0_pred"], rtol=1e-5, atol=1e-6)
     # the same folder again: refused, not overwritten
     assert tool.main(["--denoiser", os.path.join(FIXTURE, "weights.safetensors"), "--out", str(tmp_path / "ckpt"),

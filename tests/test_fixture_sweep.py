@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrortalk_jax.convert import fixtures
+from mirrortalk_jax import fixtures
 
 SWEEP = Path(__file__).parent / "fixtures" / "sweep"
 FOLDERS = sorted(p for p in SWEEP.iterdir() if p.is_dir())

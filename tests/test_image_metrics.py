@@ -334,7 +334,7 @@ def _inception_dump(folder, cases):
 def test_inception_fixture_kind_checks_a_dump(tmp_path):
     """tools/check_fixture.py's "fid_inception_v3" kind on a dump built from the stored reference: each case's
     flags are honoured (a case run with the wrong normalize_input flag fails)."""
-    from mirrortalk_jax.convert import fixtures
+    from mirrortalk_jax import fixtures
     folder = _inception_dump(tmp_path / "ok", {"upsampled": (True, True), "native75": (False, True)})
     kind, results = fixtures.check(folder)
     assert kind.name == "fid_inception_v3"

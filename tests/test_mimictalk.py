@@ -15,7 +15,9 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from mirrortalk_jax.models.abstract import abstract_variables, builder
-from mirrortalk_jax.convert import fixtures, mimictalk, name_map, pipeline, sources
+from mirrortalk_jax import fixtures
+from mirrortalk_jax.fixtures import mimictalk as fixture_mimictalk
+from mirrortalk_jax.convert import mimictalk, name_map, pipeline, sources
 from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.models.mimictalk import icl_transformer
@@ -115,7 +117,7 @@ def test_corrupted_and_mismatched_checkpoints_raise(tmp_path):
         mimictalk.read_checkpoint(tmp_path / "truncated.safetensors")
 
     tensors = load_file(weights)
-    config = mimictalk.fixture_model_config(_fixture_config())
+    config = fixture_mimictalk.fixture_model_config(_fixture_config())
     wider = config.copy_and_resolve_references()
     wider.dim_head = 32  # a config that does not fit the file
     with pytest.raises(sources.ConversionError, match=r"[qk]_norm.gamma of shape \(2, 1, 16\) cannot be laid out"):

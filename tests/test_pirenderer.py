@@ -16,7 +16,8 @@ from safetensors.numpy import save_file
 
 from configs import pirenderer as pirenderer_configs
 from mirrortalk_jax.models.abstract import abstract_variables, builder
-from mirrortalk_jax.convert import fixtures, name_map, sources
+from mirrortalk_jax import fixtures
+from mirrortalk_jax.convert import name_map, sources
 from mirrortalk_jax.runs import converted, loader
 from mirrortalk_jax.convert import pirenderer as convert_pir
 from mirrortalk_jax.models.nn import image_layers

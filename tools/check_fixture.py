@@ -13,7 +13,7 @@ import sys
 
 from absl import app
 
-from mirrortalk_jax.convert import fixtures
+from mirrortalk_jax import fixtures
 from mirrortalk_jax.convert.sources import ConversionError
 
 

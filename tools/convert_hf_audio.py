@@ -9,7 +9,7 @@ weights as safetensors (model.safetensors or sharded with an index); `--weights`
 e.g. a pytorch_model.bin (read with torch.load(weights_only=True); needs the `torch` extra). Base models
 (HubertModel / Wav2Vec2Model) and *ForCTC / *ForPreTraining checkpoints (prefixed keys; their heads are dropped)
 both work. The output folder stores the model config and loads with runs.loader.load_model or
-train.loader.load_model, and feeds `mirrortalk features`. Exits 2 with a message naming every missing,
+runs.loader.load_model, and feeds `mirrortalk features`. Exits 2 with a message naming every missing,
 unused or mis-shaped tensor when the weights do not fit the config.
 """
 

@@ -6,7 +6,7 @@
 The checkpoint may be the release's torch file (read with torch.load(weights_only=True); needs the `torch`
 extra; weights under ['state_dict']['model'] or flat 'model.'-prefixed keys) or a safetensors export. Without
 --config the architecture (mode, widths, depth, heads, aux features) is read from the tensors' shapes. The
-output folder loads with train.loader.load_model. Exits 2 with a message naming every missing, unused or
+output folder loads with runs.loader.load_model. Exits 2 with a message naming every missing, unused or
 mis-shaped tensor when the file does not fit.
 """
 

@@ -3,7 +3,7 @@
     python tools/convert_syncnet.py --checkpoint=syncnet_v2.model --out=ckpt/syncnet [--config=configs/syncnet.py:released]
 
 The checkpoint may be the original torch file (read with torch.load(weights_only=True); needs the `torch` extra)
-or a safetensors export of the same state dict. The output folder loads with train.loader.load_model and
+or a safetensors export of the same state dict. The output folder loads with runs.loader.load_model and
 feeds evaluate.lse.SyncNetEmbedder (LSE-C / LSE-D). Exits 2 with a message naming every missing, unused or
 mis-shaped tensor when the file does not fit the configured model.
 """

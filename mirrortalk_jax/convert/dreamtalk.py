@@ -18,17 +18,13 @@ literal transcription of the original loop with its per-step traces).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
-from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
+from mirrortalk_jax.convert import hooks, pipeline, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.nn import torch_compat
@@ -142,19 +138,15 @@ def convert_model(tensors: Mapping[str, np.ndarray], model_config: ml_collection
 
 
 def convert_checkpoint(path: str | Path, out_dir: str | Path, model_config: ml_collections.ConfigDict) -> Path:
-    """denoising_network.pth (or a safetensors export) -> a converted checkpoint (runs.loader.load_model /
-    train.loader.load_model read it). Raises ConversionError naming every problem."""
+    """denoising_network.pth (or a safetensors export) -> a converted checkpoint (runs.loader.load_model reads
+    it). Raises ConversionError naming every problem."""
     return pipeline.convert_to_checkpoint(read_denoiser(path), rules(model_config), model_config, out_dir, None,
-                                     source=Path(path).name)
+                                          source=Path(path).name)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The original's yacs config (as dumped in fixtures' config.json) -> our model config.
 # --------------------------------------------------------------------------------------------------------------
-
-def _is_dreamtalk(config: dict) -> bool:
-    return str(config.get("model", "")).startswith("DreamTalk DiffusionNet")
-
 
 def model_config_from_original(config: dict) -> ml_collections.ConfigDict:
     """Our model config from the original's hyperparameters (a fixture's config.json), any size.
@@ -214,77 +206,3 @@ def model_config_from_original(config: dict) -> ml_collections.ConfigDict:
                                                    "scale": float(guidance.get("SCALE", 1.0))})
     m.sampler = ml_collections.ConfigDict({"ddim_steps": int(config.get("ddim_num_step", 10))})
     return m
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Fixture kind.
-# --------------------------------------------------------------------------------------------------------------
-
-def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
-    from mirrortalk_jax.data.windows import centred_windows
-    from mirrortalk_jax.sample import dreamtalk as dt
-
-    model_config = model_config_from_original(config)
-    try:
-        model = convert_model(read_denoiser(folder / "weights.safetensors"), model_config, source=str(folder))
-    except ValueError as e:  # sizes our model rejects before any tensor is read (e.g. heads vs width)
-        raise ConversionError(f"{folder}: {e}") from e
-    net = model.net
-    graphdef, state = nnx.split(net)
-    for case in sorted({k.split("_")[0] for k in io if k.endswith("_x0_pred")}):
-        inputs = [jnp.asarray(io[f"{case}_{k}"]) for k in ("x_t", "t", "audio", "style_clip", "style_pad_mask")]
-        out, ready, cached = _forwards(graphdef)(state, *inputs)
-        for name, value in out.items():
-            if f"{case}_{name}" in io:
-                yield f"{case}_{name}", value, io[f"{case}_{name}"]
-        yield f"{case}_x0_pred_ready_code", ready, io[f"{case}_x0_pred"]
-        yield f"{case}_x0_pred_cached", cached, io[f"{case}_x0_pred"]
-    if "win_w2v_feat" in io:
-        win = io["win_audio_windows"].shape[1] // 2
-        yield "win_audio_windows", centred_windows(io["win_w2v_feat"], win, stride=2), io["win_audio_windows"]
-    if "s_w2v_feats" not in io:
-        return
-    audio, clip, mask = (jnp.asarray(io[k]) for k in ("s_audio", "s_style_clip", "s_style_pad_mask"))
-    w2v = jnp.asarray(io["s_w2v_feats"])
-    yield "s_audio", np.stack([centred_windows(f, model_config.win_size, stride=2) for f in io["s_w2v_feats"]]), io["s_audio"]
-    steps = int(config.get("ddim_num_step", 10))
-    args = model_config.diffusion
-    schedule = variance_schedule(int(args.num_steps), float(args.beta_1), float(args.beta_T))
-    if "var_sched_alpha_bars" in io:
-        yield "var_sched_alpha_bars", schedule.alpha_bars, io["var_sched_alpha_bars"]
-        yield "s_ddim_timesteps", dt.ddim_timesteps(schedule.num_steps, steps), io["s_ddim_timesteps"]
-    for name, settings in sorted(config.get("sampling_runs", {}).items()):
-        guided, scale = bool(settings["use_cf_guidance"]), float(settings["cfg_scale"])
-        x_T = jnp.asarray(io.get(f"{name}_x_T", io["s_x_T"]))
-        kwargs = {"x_T": x_T, "num_steps": steps, "guidance_scale": scale if guided else None,
-                      "schedule_args": (int(args.num_steps), float(args.beta_1), float(args.beta_T))}
-        yield f"{name}_output", dt.sample(net, audio, clip, mask, **kwargs), io[f"{name}_output"]
-        if len(dt.guidance_branches(kwargs["guidance_scale"])) > 1:  # the most general program, once
-            chunked = dt.sample(net, w2v, clip, mask, raw_features=(model_config.win_size, 2), chunk_frames=4,
-                                **kwargs)
-            yield f"{name}_output_chunked_from_features", chunked, io[f"{name}_output"]
-        ref, trace = dt.ddim_sample_reference(net, audio, clip, mask, x_T, schedule, steps, guided, scale, trace=True)
-        yield f"{name}_output_reference_loop", ref, io[f"{name}_output"]
-        for key in ("x_t", "t", "net_out"):
-            if f"{name}_step_{key}" in io:
-                yield f"{name}_step_{key}", trace[key], io[f"{name}_step_{key}"]
-
-
-@functools.lru_cache(maxsize=4)
-def _forwards(graphdef: nnx.GraphDef):
-    """The plain forward with intermediates, with a ready style code, and the cached sampling path, jitted (one
-    compilation per shape instead of one per operation)."""
-    @jax.jit
-    def forwards(state, x_t, t, audio, clip, mask):
-        net = nnx.merge(graphdef, state)
-        out = net(x_t, t, audio, clip, mask, intermediates=True)
-        ready = net(x_t, t, audio, ready_style_code=out["style_code"])
-        queries = net.query_cache(out["style_code"][:, None], audio.shape[2])
-        return out, ready, net.denoise_cached(x_t, t, net.audio_cache(audio), queries)[:, :, 0]
-    return forwards
-
-
-fixtures.register_fixture_kind(fixtures.FixtureKind(
-    name="dreamtalk_denoiser", matches=_is_dreamtalk, compare=_compare,
-    # Exact: integer grids, and buffers we rebuild (to the checkpoint's 1-ulp rounding).
-    tolerances={"s_ddim_timesteps": (0.0, 0.0), "s_audio": (0.0, 0.0), "win_": (0.0, 0.0)}))

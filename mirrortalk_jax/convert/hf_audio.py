@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
+from mirrortalk_jax.convert import hooks, pipeline, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
 from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders
@@ -117,48 +114,3 @@ def convert_folder(folder: str | os.PathLike, out_dir: str | os.PathLike, *,
     tensors = sources.read_tensors(weights or folder)
     check_prefix(tensors, config.name, source)
     return pipeline.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=source)
-
-
-# ----- Reference fixtures (tools/check_fixture.py) -----
-
-@nnx.jit  # one compilation per architecture and input shape (op-by-op dispatch compiles far more)
-def _forward(model, input_values, frame_mask=None):
-    return model(input_values, frame_mask)
-
-
-def _frame_mask(attention_mask: np.ndarray, num_samples: int, config) -> jax.Array:
-    """HF `_get_feature_vector_attention_mask`: a right-padded sample mask (B, N) -> (B, T) valid frames, from
-    the count of valid samples alone (as HF, which takes attention_mask.cumsum(-1)[:, -1])."""
-    lengths = np.asarray(attention_mask).astype(np.int64).sum(-1)
-    return audio_encoders.frame_mask_from_lengths(
-        jnp.asarray(lengths), audio_encoders.num_frames(num_samples, config), config)
-
-
-def _compare(folder: Path, hf_config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
-    """Cases `{case}_input_values` (B, N); a case with `{case}_attention_mask` (B, N) (0/1, right-padded, what HF
-    was called with) runs with the equivalent frame mask."""
-    model = convert(sources.read_tensors(folder / "weights.safetensors"), hf_config,
-                    source=str(folder / "weights.safetensors"))
-    config = model_config(hf_config)
-    if "w1_waveform" in io:
-        ours = audio_encoders.normalize_waveform(jnp.asarray(io["w1_waveform"], jnp.float32))
-        yield "w1_input_values(normalize_waveform)", np.asarray(ours), io["w1_input_values"]
-    cases = sorted(k[: -len("_input_values")] for k in io if k.endswith("_input_values"))
-    for case in cases:
-        input_values = io[f"{case}_input_values"]
-        mask = io.get(f"{case}_attention_mask")
-        frame_mask = None if mask is None else _frame_mask(mask, input_values.shape[-1], config)
-        out = _forward(model, jnp.asarray(input_values), frame_mask)
-        yield f"{case}_last_hidden_state", np.asarray(out["last_hidden_state"]), io[f"{case}_last_hidden_state"]
-        for i, ref in enumerate(io.get(f"{case}_hidden_states", ())):
-            yield f"{case}_hidden_states[{i}]", np.asarray(out["hidden_states"][i]), ref
-        for i, ref in enumerate(io.get(f"{case}_layer_outputs", ())):
-            yield f"{case}_layer_outputs[{i}]", np.asarray(out["layer_outputs"][i]), ref
-        if f"{case}_extract_features" in io:
-            yield f"{case}_extract_features", np.asarray(out["extract_features"]), io[f"{case}_extract_features"]
-
-
-for _type in audio_encoders.MODEL_TYPES:
-    fixtures.register_fixture_kind(fixtures.FixtureKind(
-        name=_type, matches=lambda config, t=_type: config.get("model_type") == t, compare=_compare,
-        rtol=1e-5, atol=1e-6))

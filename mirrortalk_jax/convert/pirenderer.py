@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 
 from mirrortalk_jax.models import abstract
-from mirrortalk_jax.convert import fixtures, hooks, name_map, pipeline, sources
+from mirrortalk_jax.convert import hooks, name_map, pipeline, sources
 from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.convert.sources import ConversionError
@@ -126,41 +126,3 @@ def convert_renderer(path: str | os.PathLike, out_dir: str | os.PathLike,
     variables = name_map.convert(tensors, RULES, abstract.abstract_variables(build), source=str(path))
     return converted.save(out_dir, variables, model_config=config, source=path.name,
                           extra={"source_sha256": _sha256(path) if path.is_file() else None})
-
-
-
-# ----- Reference fixtures (tools/check_fixture.py) -----
-
-
-def _is_renderer_fixture(config: dict) -> bool:
-    return "renderer_conf" in config and "FaceGenerator" in str(config.get("model", ""))
-
-
-def _nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
-    return np.transpose(x, (0, 2, 3, 1))
-
-
-def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
-    """Every case `<c>_source_image` of io.npz through our port: descriptor, hourglass output, flow, warped and
-    final images (references moved to NHWC), plus the motion-window helper."""
-    model = convert_tensors(renderer_tensors(folder / "weights.safetensors"),
-                            pirenderer.model_config(config["renderer_conf"]), source=str(folder))
-    for case in sorted(k[: -len("_source_image")] for k in io if k.endswith("_source_image")):
-        out = pirenderer.forward(model, _nchw_to_nhwc(io[f"{case}_source_image"]),
-                      np.transpose(io[f"{case}_driving_source"], (0, 2, 1)))
-        yield f"descriptor[{case}]", out["descriptor"], io[f"{case}_descriptor"][..., 0]
-        for name in ("hourglass_out", "flow_field", "warp_image", "fake_image"):
-            yield f"{name}[{case}]", out[name], _nchw_to_nhwc(io[f"{case}_{name}"])
-    if "win_motion_seq" in io:
-        radius = int(config.get("fixed_in_code", {}).get("semantic_radius", pirenderer.SEMANTIC_RADIUS))
-        yield "motion_windows", pirenderer.motion_windows(io["win_motion_seq"], radius), \
-            np.transpose(io["win_windows"], (0, 2, 1))
-
-
-FIXTURE_KIND = fixtures.register_fixture_kind(fixtures.FixtureKind(
-    name="dreamtalk_renderer", matches=_is_renderer_fixture, compare=_compare,
-    # Sampling amplifies rounding: the fixture's source image is uniform noise (jumps of up to 2 between pixels),
-    # so a 1e-6-pixel difference in the flow (float32 convolutions summed in another order) moves a sampled value
-    # by ~1e-5. The same warp computed in float64 from the reference's own flow differs from the reference by
-    # 0.8e-5 (c1) and 1.5e-5 (c2) of its scale; ours stays below 2.5e-5. The final image inherits part of it.
-    tolerances={"warp_image": (5e-5, 1e-6), "fake_image": (2e-5, 1e-6), "motion_windows": (0.0, 0.0)}))

@@ -16,13 +16,13 @@ embeddings, distances, offsets, confidences).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 
-from mirrortalk_jax.convert import fixtures, hooks, pipeline, sources
+from mirrortalk_jax.convert import hooks, pipeline, sources
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.models.syncnet import model as syncnet
 
@@ -86,69 +86,9 @@ def convert_model(tensors: Mapping[str, np.ndarray], config: ml_collections.Conf
 
 
 def convert_checkpoint(path: str | Path, out_dir: str | Path, config: ml_collections.ConfigDict) -> Path:
-    """`syncnet_v2.model` (or its safetensors export) -> a converted checkpoint (train.loader.load_model reads it).
+    """`syncnet_v2.model` (or its safetensors export) -> a converted checkpoint (runs.loader.load_model reads it).
 
     Raises ConversionError naming every missing, unused or mis-shaped tensor when the file does not fit `config`.
     """
     tensors = read_checkpoint(path)
     return pipeline.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=Path(path).name)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Fixture kind: outputs of the original (syncnet_python, eval mode) on the fixture's weights.
-# --------------------------------------------------------------------------------------------------------------
-
-def _is_syncnet(config: dict) -> bool:
-    return str(config.get("model", "")).startswith("syncnet_python SyncNetModel")
-
-
-def _compare(folder: Path, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
-    from mirrortalk_jax.evaluate import lse, sync  # evaluation code is only needed here
-
-    cfg = model_config(config["num_layers_in_fc_layers"], config.get("width_divisor", 1))
-    model = convert_model(read_checkpoint(folder / "weights.safetensors"), cfg, source=str(folder))
-    embedder = lse.SyncNetEmbedder(model, chunk=8)  # several chunks, the last one padded: exercises the chunking
-    for case in sorted({k.split("_")[0] for k in io if k.endswith("_lip_in")}):
-        lips = np.transpose(io[f"{case}_lip_in"], (0, 2, 3, 4, 1))  # (N, C, T, H, W) -> (N, T, H, W, C)
-        mfcc = io[f"{case}_aud_in"][:, 0]  # (N, 1, 13, 20) -> (N, 13, 20)
-        yield f"{case}_lip_emb", embedder.forward_lip(lips), io[f"{case}_lip_emb"]
-        yield f"{case}_aud_emb", embedder.forward_aud(mfcc), io[f"{case}_aud_emb"]
-        yield f"{case}_lipfeat", embedder.forward_lipfeat(lips), io[f"{case}_lipfeat"]
-    if "e_audio_int16" in io:
-        mfcc = lse.speech_features_mfcc(io["e_audio_int16"], 16000)
-        yield "e_mfcc", mfcc.T, io["e_mfcc"]  # syncnet_python transposes to (13, frames)
-        video_emb, audio_emb = embedder(io["e_frames_bgr_uint8"], io["e_audio_int16"], rgb=False)
-        yield "e_num_windows", np.array(len(video_emb)), io["e_num_windows"]
-        for run_name in sorted({k.split("_")[0] for k in io if k.endswith("_vshift") and k[0] == "e"}):
-            result = sync.sync_offset_confidence(video_emb, audio_emb, int(io[f"{run_name}_vshift"]))
-            yield f"{run_name}_im_feat", video_emb, io[f"{run_name}_im_feat"]
-            yield f"{run_name}_cc_feat", audio_emb, io[f"{run_name}_cc_feat"]
-            yield from _procedure(run_name, result, io)
-    if "l_im_feat" in io:
-        yield from _procedure("l", sync.sync_offset_confidence(io["l_im_feat"], io["l_cc_feat"], int(io["l_vshift"])),
-                              io)
-
-
-def _procedure(prefix: str, result, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
-    vshift = int(io[f"{prefix}_vshift"])
-    yield f"{prefix}_dists", result.dists, io[f"{prefix}_dists"]
-    yield f"{prefix}_mean_dists", result.mean_dists, io[f"{prefix}_mean_dists"]
-    yield f"{prefix}_argmin", np.array(vshift - result.offset), io[f"{prefix}_argmin"]
-    yield f"{prefix}_offset", np.array(result.offset), io[f"{prefix}_offset"]
-    yield f"{prefix}_min_dist", np.array(result.min_dist), io[f"{prefix}_min_dist"]
-    yield f"{prefix}_conf", np.array(result.confidence), io[f"{prefix}_conf"]
-    yield (f"{prefix}_framewise_conf_medfilt", result.framewise_confidence,
-           io[f"{prefix}_framewise_conf_medfilt"])
-
-
-_EXACT = (0.0, 0.0)
-# Confidences are differences of distances of magnitude ~20-30 (median - min, median - dist at the best offset):
-# 1e-5 relative at the distances' scale is a few 1e-4 absolute, however small the difference itself is.
-_DIFFERENCE = (1e-5, 1e-4)
-fixtures.register_fixture_kind(fixtures.FixtureKind(
-    name="syncnet", matches=_is_syncnet, compare=_compare,
-    # Offsets, argmins and window counts are integers and must match exactly. Run names carry their vshift
-    # (e15, e5, e3, ...): the wildcards cover every run, not only the shared fixture's.
-    tolerances={**{f"{p}_{o}": _EXACT for p in ("e*", "l") for o in ("offset", "argmin")},
-                "e_num_windows": _EXACT,
-                **{f"{p}_{o}": _DIFFERENCE for p in ("e*", "l") for o in ("conf", "framewise_conf")}}))

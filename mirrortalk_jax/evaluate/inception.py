@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.models import abstract
-from mirrortalk_jax.convert import fixtures, hooks, name_map, sources
+from mirrortalk_jax.convert import hooks, name_map, sources
 from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 
@@ -395,6 +395,12 @@ def abstract_variables(**kwargs) -> nnx.State:
     return abstract.abstract_variables(_builder(**kwargs))
 
 
+def from_variables(variables: nnx.State, **kwargs) -> InceptionV3:
+    """An InceptionV3 holding `variables` (converted or restored), built abstractly; keyword arguments as
+    InceptionV3."""
+    return abstract.merge(_builder(**kwargs), variables)
+
+
 def random_inception(seed: int = 0, **kwargs) -> InceptionV3:
     """An InceptionV3 with random He-normal kernels and identity BatchNorms, for tests and shape checks.
 
@@ -413,7 +419,7 @@ def random_inception(seed: int = 0, **kwargs) -> InceptionV3:
 
     shapes = abstract_variables(**kwargs)
     variables = nnx.from_flat_state([fill(path, var) for path, var in nnx.to_flat_state(shapes)])
-    return abstract.merge(_builder(**kwargs), variables)
+    return from_variables(variables, **kwargs)
 
 
 def convert_variables(tensors: Mapping[str, np.ndarray], *, source: str = "checkpoint") -> nnx.State:
@@ -430,7 +436,7 @@ def convert_variables(tensors: Mapping[str, np.ndarray], *, source: str = "check
 
 def convert_state_dict(tensors: Mapping[str, np.ndarray], *, source: str = "checkpoint", **kwargs) -> InceptionV3:
     """An InceptionV3 holding pytorch-fid's weights (keyword arguments as InceptionV3: resize, precision...)."""
-    return abstract.merge(_builder(**kwargs), convert_variables(tensors, source=source))
+    return from_variables(convert_variables(tensors, source=source), **kwargs)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -451,35 +457,4 @@ def load_inception(directory: str | os.PathLike, **kwargs) -> InceptionV3:
     if name != NAME:
         raise sources.ConversionError(f"{directory} holds a converted {name!r}, not {NAME!r}")
     variables = converted.restore(directory, abstract_variables(**kwargs))
-    return abstract.merge(_builder(**kwargs), variables)
-
-
-# ----- Fixture kind: pytorch-fid's own InceptionV3 on the fixture's weights (tools/check_fixture.py) -----
-# config.json carries a "pytorch_fid_inception" entry; weights.safetensors is pytorch-fid's state dict (the keys
-# of pt_inception-2015-12-05-6726825d.pth); io.npz holds cases `<case>_images` (N, 3, H, W) in pytorch-fid's
-# layout, `<case>_resize_input` / `<case>_normalize_input` (its constructor flags), `<case>_pool3` (N, 2048) and
-# optionally `<case>_block0/1/2` (its output blocks 0-2, NCHW) and `<output>__float64`.
-
-
-def _is_fid_inception(config: dict) -> bool:
-    return "pytorch_fid_inception" in config
-
-
-def _compare_fixture(folder, config: dict, io: dict[str, np.ndarray]) -> Iterator[fixtures.Comparison]:
-    variables = convert_variables(read_checkpoint(folder / "weights.safetensors"), source=str(folder))
-    graphdef, state = nnx.split(abstract.merge(_builder(), variables))
-    # one compiled network per input shape, whatever the flags (they only change the preprocessing)
-    network = jax.jit(lambda state, x: nnx.merge(graphdef, state).output_blocks(x))
-    for case in sorted(k[:-len("_images")] for k in io if k.endswith("_images")):
-        flags = {"resize_input": bool(io[f"{case}_resize_input"]),
-                 "normalize_input": bool(io[f"{case}_normalize_input"])}
-        images = jnp.asarray(np.transpose(io[f"{case}_images"], (0, 2, 3, 1)))  # NCHW -> NHWC
-        blocks = network(state, abstract.merge(_builder(**flags), variables).preprocess(images))
-        yield f"{case}_pool3", np.asarray(blocks[3]), io[f"{case}_pool3"]
-        for i in range(3):
-            if f"{case}_block{i}" in io:
-                yield f"{case}_block{i}", np.transpose(np.asarray(blocks[i]), (0, 3, 1, 2)), io[f"{case}_block{i}"]
-
-
-FIXTURE_KIND = fixtures.register_fixture_kind(fixtures.FixtureKind(
-    name=NAME, matches=_is_fid_inception, compare=_compare_fixture))
+    return from_variables(variables, **kwargs)

@@ -1,6 +1,6 @@
 """LSE-C / LSE-D (Sync_conf) with SyncNet, exactly as syncnet_python's `SyncNetInstance.evaluate` computes them.
 
-    model = train.loader.load_model("ckpt/syncnet").model           # tools/convert_syncnet.py output
+    model = runs.loader.load_model("ckpt/syncnet").model           # tools/convert_syncnet.py output
     embedder = lse.SyncNetEmbedder(model)
     result = sync.clip_sync(embedder, frames_rgb_uint8, audio_16k)       # frames (T, 224, 224, 3), 25 fps
     result.confidence, result.min_dist, result.offset                    # LSE-C, LSE-D, AV offset (frames)
