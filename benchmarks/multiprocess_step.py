@@ -34,26 +34,21 @@ def _worker(args: argparse.Namespace) -> None:
     distributed.initialize_from_env()
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec
 
     from mirrortalk_jax import base_config
     from mirrortalk_jax.data import pipeline
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
     from mirrortalk_jax.models.registry import create_model
-    from mirrortalk_jax.train import aot, mesh as mesh_lib, state as state_lib
+    from mirrortalk_jax.train import aot, mesh as mesh_lib
+    from mirrortalk_jax.train.compiled import compile_training
 
     start = time.perf_counter()
     config = base_config.load_config_file(str(ROOT / args.config))
     config.train.batch_size = args.batch_size
     mesh = mesh_lib.create_mesh(config.mesh)
-    training = state_lib.make_training(lambda rngs: create_model(config.model, SYNTHTALK_SPEC, rngs), config.train)
-    abstract = jax.eval_shape(training.init, jax.random.key(0))
-    shardings = state_lib.state_shardings(abstract, mesh, mesh_lib.logical_rules(config.mesh.logical_axis_rules))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    state = jax.jit(training.init, out_shardings=shardings)(jax.random.key(0))
-    step = jax.jit(state_lib.make_train_step(training.graphdef, training.tx, training.schedule, 0.0),
-                   in_shardings=(shardings, pipeline.batch_sharding(mesh), replicated),
-                   out_shardings=(shardings, replicated), donate_argnums=0)
+    setup = compile_training(config, lambda rngs: create_model(config.model, SYNTHTALK_SPEC, rngs), mesh)
+    state = setup.init(jax.random.key(0))
+    step = setup.train_step
     example = aot.example_window(config, SYNTHTALK_SPEC)
     local = {k: np.stack([v] * (args.batch_size // jax.process_count())) for k, v in example.items()}
     batch = pipeline.to_global_batch(local, mesh)

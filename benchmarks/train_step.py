@@ -109,12 +109,12 @@ def flops_per_step(compiled) -> float | None:
 
 
 def bench_variant(variant: str, args, on_cpu: bool) -> dict:
-    from jax.sharding import NamedSharding, PartitionSpec
 
     from mirrortalk_jax.data import pipeline
     from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
     from mirrortalk_jax.models.registry import create_model
-    from mirrortalk_jax.train import mesh as mesh_lib, state as state_lib, trainer
+    from mirrortalk_jax.train import mesh as mesh_lib, trainer
+    from mirrortalk_jax.train.compiled import compile_training
 
     config = load_config(variant)
     tc = config.train
@@ -134,23 +134,14 @@ def bench_variant(variant: str, args, on_cpu: bool) -> dict:
     warmup = args.warmup if args.warmup is not None else (2 if not on_cpu else 1)
     batch, window, reference = tc.batch_size, config.data.window_frames, config.data.reference_frames
 
-    # ----- Mesh, model and state, as in trainer.train_and_evaluate -----
+    # ----- Mesh, model and state: the trainer's own setup -----
     mesh = mesh_lib.create_mesh(config.mesh)
-    rules = mesh_lib.logical_rules(config.mesh.logical_axis_rules)
-    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if batch % batch_shards:
-        raise ValueError(f"batch_size={batch} must divide by the data*fsdp mesh size {batch_shards}")
-    training = state_lib.make_training(lambda rngs: create_model(config.model, SYNTHTALK_SPEC, rngs), tc)
+    setup = compile_training(config, lambda rngs: create_model(config.model, SYNTHTALK_SPEC, rngs), mesh)
     init_rng, step_rng = jax.random.split(jax.random.key(tc.seed))
-    abstract = jax.eval_shape(training.init, init_rng)
-    shardings = state_lib.state_shardings(abstract, mesh, rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
     start = time.perf_counter()
-    state = jax.block_until_ready(jax.jit(training.init, out_shardings=shardings)(init_rng))
+    state = jax.block_until_ready(setup.init(init_rng))
     init_s = time.perf_counter() - start
-    train_step = jax.jit(state_lib.make_train_step(training.graphdef, training.tx, training.schedule, tc.ema_decay),
-                         in_shardings=(shardings, pipeline.batch_sharding(mesh), replicated),
-                         out_shardings=(shardings, replicated), donate_argnums=0)
+    train_step = setup.train_step
 
     data_rng = np.random.default_rng(0)
     batches = [pipeline.to_global_batch(synthetic_batch(data_rng, batch, window, reference, SYNTHTALK_SPEC.dim,

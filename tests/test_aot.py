@@ -14,7 +14,7 @@ import pytest
 from mirrortalk_jax import base_config
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.sources import ClipSource
-from mirrortalk_jax.train import aot, trainer
+from mirrortalk_jax.train import aot
 from tests.test_trainer import ROOT
 
 
@@ -55,7 +55,7 @@ def test_abstract_batch_matches_the_input_pipeline(micro_dataset):
     config = _tiny()
     config.data.window_frames = 16
     source = ClipSource(micro_dataset, "train")
-    real = next(iter(pipeline.training_dataset(source, trainer.window_config(config.data), batch_size=8, seed=0)))
+    real = next(iter(pipeline.training_dataset(source, pipeline.WindowConfig.from_config(config.data), batch_size=8, seed=0)))
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     config.train.batch_size = 8
     abstract = aot.abstract_batch(config, source.spec, mesh)

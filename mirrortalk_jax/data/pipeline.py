@@ -58,6 +58,13 @@ class WindowConfig:
         if self.window_frames <= 0 or self.reference_frames <= 0:
             raise ValueError(f"window_frames and reference_frames must be positive: {self}")
 
+    @classmethod
+    def from_config(cls, data_config) -> WindowConfig:
+        """The training windows an experiment config's `data` section asks for."""
+        return cls(window_frames=data_config.window_frames, reference_frames=data_config.reference_frames,
+                   audio_feature=data_config.audio_feature,
+                   reference_landmarks=bool(data_config.get("reference_landmarks", False)))
+
 
 def _crop(x: np.ndarray, start: int, length: int) -> np.ndarray:
     """x[start:start+length] zero-padded at the end to `length` along axis 0."""

@@ -22,13 +22,13 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC, MotionSpec
-from mirrortalk_jax.models.registry import create_model
-from mirrortalk_jax.runs import checkpointing
-from mirrortalk_jax.train import mesh as mesh_lib, state as state_lib
+from mirrortalk_jax.runs import loader
+from mirrortalk_jax.train import mesh as mesh_lib
+from mirrortalk_jax.train.compiled import compile_training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +117,7 @@ class _OneClip:
 def example_window(config: ml_collections.ConfigDict, spec: MotionSpec, seconds: float = 8.0) -> dict[str, np.ndarray]:
     """One training example as the input pipeline makes it (same code, a silent synthetic clip), so the
     compiled step sees exactly the training batch structure."""
-    from mirrortalk_jax.train.trainer import window_config  # the trainer's choice of window contents
-
-    window = window_config(config.data)
+    window = pipeline.WindowConfig.from_config(config.data)  # the trainer's choice of window contents
     frames = int(seconds * spec.fps)
     record = {"clip_id": "aot", "speaker_index": 0, "fps": spec.fps, "sample_rate": 16000,
               "motion": np.zeros((frames, spec.dim), np.float32),
@@ -212,30 +210,19 @@ def compile_train_step(config: ml_collections.ConfigDict, topology: str, *, num_
     spec = spec or SYNTHTALK_SPEC
     devices, description, real = topology_devices(topology, num_slices)
     mesh = mesh_lib.create_mesh(config.mesh, devices)
-    rules = mesh_lib.logical_rules(config.mesh.logical_axis_rules)
-    tc = config.train
-    if tc.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
-        raise ValueError(f"train.batch_size={tc.batch_size} must divide by the data*fsdp mesh size "
-                         f"{mesh.shape['data'] * mesh.shape['fsdp']}")
-    training = state_lib.make_training(lambda rngs: create_model(config.model, spec, rngs), tc)
-    abstract = jax.eval_shape(training.init, jax.random.key(0))
-    shardings = state_lib.state_shardings(abstract, mesh, rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    step = jax.jit(state_lib.make_train_step(training.graphdef, training.tx, training.schedule, tc.ema_decay),
-                   in_shardings=(shardings, pipeline.batch_sharding(mesh), replicated),
-                   out_shardings=(shardings, replicated), donate_argnums=0)
+    # The trainer's model: parts named by the config come from their runs' stored configs (no arrays read).
+    setup = compile_training(config, loader.recipe(config.model, spec).factory, mesh)
     rng = jax.eval_shape(lambda: jax.random.key(0))
-    lowered = step.lower(checkpointing.abstract_with_shardings(abstract, shardings),
-                         abstract_batch(config, spec, mesh),
-                         jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=replicated))
+    lowered = setup.train_step.lower(setup.abstract_state(), abstract_batch(config, spec, mesh),
+                                     jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=setup.replicated))
     compiled = lowered.compile()
     hbm = TPU_SLICES[topology].hbm_gib if real else None
     return AotReport(
         config=config_name, topology=topology, devices=description, real_target=real,
-        mesh={k: int(v) for k, v in mesh.shape.items()}, batch_size=int(tc.batch_size),
-        num_params=int(sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))),
+        mesh={k: int(v) for k, v in mesh.shape.items()}, batch_size=int(config.train.batch_size),
+        num_params=int(sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract.params))),
         memory=_memory(compiled), hbm_bytes=int(hbm * 2**30) if hbm else None,
-        communication=communication_per_step(abstract.params, shardings.params, mesh),
+        communication=communication_per_step(setup.abstract.params, setup.shardings.params, mesh),
         collectives=count_collectives(compiled.as_text()))
 
 

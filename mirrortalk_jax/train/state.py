@@ -66,6 +66,7 @@ class Training:
     schedule: optax.Schedule
     param_groups: tuple[tuple[str, float], ...]
     init_from: tuple[tuple[str, str], ...]  # (subtree, trained run dir) to load at a fresh start
+    use_ema: bool  # the state keeps EMA parameters (train.ema_decay > 0); evaluation uses them
 
 
 def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config, *,
@@ -78,7 +79,8 @@ def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config,
     tx, schedule = make_optimizer(train_config, frozen)
     graphdef, init = make_init(model_factory, tx, train_config.ema_decay > 0)
     init_from = tuple(init_from) + tuple(tuple(x) for x in train_config.get("init_from") or ())
-    return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from)
+    return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from,
+                    use_ema=train_config.ema_decay > 0)
 
 
 def make_init(model_factory: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,

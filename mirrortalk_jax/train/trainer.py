@@ -20,7 +20,6 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from mirrortalk_jax.data import pipeline
@@ -28,7 +27,8 @@ from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.runs import checkpointing, loader
 from mirrortalk_jax.sample import for_eval
-from mirrortalk_jax.train import mesh as mesh_lib, param_groups, sharding_guard, warm_start
+from mirrortalk_jax.train.compiled import compile_training
+from mirrortalk_jax.train import mesh as mesh_lib, warm_start
 from mirrortalk_jax.train import state as state_lib
 from mirrortalk_jax.train.preemption import Preemption
 from mirrortalk_jax.train.metrics import MetricWriter
@@ -46,13 +46,6 @@ def resolve_dataset(data_config) -> Path:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthtalk_built")
     return builder.dataset_dir(data_config.data_root, data_config.synthtalk_variant)
-
-
-def window_config(data_config) -> pipeline.WindowConfig:
-    return pipeline.WindowConfig(window_frames=data_config.window_frames,
-                                 reference_frames=data_config.reference_frames,
-                                 audio_feature=data_config.audio_feature,
-                                 reference_landmarks=bool(data_config.get("reference_landmarks", False)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +70,7 @@ def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, r
 
     With a sampler and an `on_samples` hook, the first batch is also generated and handed to the hook.
     """
-    window = dataclasses.replace(window_config(config.data), waveform=True)
+    window = dataclasses.replace(pipeline.WindowConfig.from_config(config.data), waveform=True)
     ds = pipeline.training_dataset(source, window, batch_size=config.train.batch_size, seed=config.train.seed)
     totals: dict[str, float] = {}
     for i, local in enumerate(itertools.islice(iter(ds), config.train.eval_batches)):
@@ -109,56 +102,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # ----- Data -----
     dataset_dir = resolve_dataset(config.data)
     train_source = ClipSource(dataset_dir, config.data.train_split, on_bad_record=config.data.on_bad_record)
-    train_iter = iter(pipeline.training_dataset(train_source, window_config(config.data), batch_size=tc.batch_size,
-                                                seed=tc.seed, worker_count=config.data.worker_count))
+    window = pipeline.WindowConfig.from_config(config.data)
+    train_iter = iter(pipeline.training_dataset(train_source, window, batch_size=tc.batch_size, seed=tc.seed,
+                                                worker_count=config.data.worker_count))
     eval_source = ClipSource(dataset_dir, config.data.eval_split) if tc.eval_every else None
 
-    # ----- Mesh -----
+    # ----- Mesh, model, state and steps -----
     mesh = mesh_lib.create_mesh(config.mesh)
-    rules = mesh_lib.logical_rules(config.mesh.logical_axis_rules)
-    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if tc.batch_size % batch_shards:
-        raise ValueError(f"train.batch_size={tc.batch_size} must divide by the data*fsdp mesh size {batch_shards}")
-
-    # ----- Model and state -----
     # The model's parts (a frozen expert, a pretrained style encoder) are built from their runs' stored configs.
     recipe = loader.recipe(config.model, train_source.spec)
-    training = state_lib.make_training(recipe.factory, tc, init_from=recipe.init_from)
+    setup = compile_training(config, recipe.factory, mesh, init_from=recipe.init_from)
     init_rng, step_rng = jax.random.split(jax.random.key(tc.seed))
-    abstract = jax.eval_shape(training.init, init_rng)
-    unmatched = [p for p, n in param_groups.matched_groups(abstract.params, training.param_groups).items() if n == 0]
-    if unmatched:
-        raise ValueError(f"train.param_groups patterns {unmatched} match no parameter of model {config.model.name!r}")
-    shardings = state_lib.state_shardings(abstract, mesh, rules)
-    sharding_guard.check_parameters_sharded(abstract.params, shardings.params, mesh,
-                                            max_replicated_mb=tc.max_replicated_param_mb)
-    replicated = NamedSharding(mesh, PartitionSpec())
+    sampler = for_eval.eval_sampler(config.model.name) if on_samples is not None else None
+    sample_step = setup.sample_step(sampler) if sampler is not None else None
 
     # ----- Restore or initialise -----
     ckpt = checkpointing.Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
     meta = {"config": json.loads(config.to_json_best_effort()), "motion_spec": train_source.spec.to_json(),
             "parts": dict(recipe.parts)}
     # A corrupt latest checkpoint is an error naming the step and file, unless the config asks to fall back.
-    restored = ckpt.restore_latest(checkpointing.abstract_with_shardings(abstract, shardings), train_iter,
+    restored = ckpt.restore_latest(setup.abstract_state(), train_iter,
                                    fallback_to_previous=bool(tc.fallback_to_previous_checkpoint))
     if restored is not None:
         _, state = restored
     else:
-        state = jax.jit(training.init, out_shardings=shardings)(init_rng)
-        for subtree, run_dir in training.init_from:
-            state = warm_start.load_subtree(state, subtree, run_dir, shardings)
-
-    # ----- Steps -----
-    batch_sharding = pipeline.batch_sharding(mesh)
-    train_step = jax.jit(state_lib.make_train_step(training.graphdef, training.tx, training.schedule, tc.ema_decay),
-                         in_shardings=(shardings, batch_sharding, replicated),
-                         out_shardings=(shardings, replicated), donate_argnums=0)
-    eval_step = jax.jit(state_lib.make_eval_step(training.graphdef, tc.ema_decay > 0),
-                        in_shardings=(shardings, batch_sharding, replicated), out_shardings=replicated)
-    sampler = for_eval.eval_sampler(config.model.name) if on_samples is not None else None
-    sample_step = jax.jit(state_lib.make_sample_step(training.graphdef, tc.ema_decay > 0, sampler),
-                          in_shardings=(shardings, batch_sharding, replicated),
-                          out_shardings=batch_sharding) if sampler is not None else None
+        state = setup.init(init_rng)
+        for subtree, run_dir in setup.training.init_from:
+            state = warm_start.load_subtree(state, subtree, run_dir, setup.shardings)
 
     # ----- Loop -----
     start = int(jax.device_get(state.step))
@@ -171,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                   disable=jax.process_index() != 0) as bar:
             for step in range(start + 1, tc.num_steps + 1):
                 batch = pipeline.to_global_batch(next(train_iter), mesh)
-                state, metrics = train_step(state, batch, step_rng)
+                state, metrics = setup.train_step(state, batch, step_rng)
                 bar.update(1)
                 if step % tc.log_every == 0 or step == tc.num_steps:
                     metrics = jax.device_get(metrics)
@@ -185,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                         raise FloatingPointError(f"{streak} consecutive steps had a non-finite loss or gradient "
                                                  f"(last at step {step}); parameters are from before them")
                 if eval_source is not None and step % tc.eval_every == 0:
-                    writer.write(step, _evaluate(eval_step, sample_step, state, eval_source, config, mesh,
+                    writer.write(step, _evaluate(setup.eval_step, sample_step, state, eval_source, config, mesh,
                                                  step_rng, step, workdir, on_samples), prefix="eval/")
                 ckpt.save(step, state, train_iter, meta)
                 if preemption.should_stop(step):
