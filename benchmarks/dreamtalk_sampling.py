@@ -73,6 +73,7 @@ def main(args: argparse.Namespace) -> dict:
     from mirrortalk_jax.data.windows import centred_windows
     from mirrortalk_jax.models.dreamtalk import denoiser as dreamtalk
     from mirrortalk_jax.objectives.dreamtalk import variance_schedule
+    from mirrortalk_jax.sample import compiled as sample_compiled
     from mirrortalk_jax.sample import dreamtalk as dt
 
     config = base_config.load_config_file(str(ROOT / "configs" / "dreamtalk.py"), "released").model
@@ -100,8 +101,10 @@ def main(args: argparse.Namespace) -> dict:
         # Compiled memory of the program that samples one part (all frames unless split across devices).
         graphdef, state = nnx.split(net)
         branches = dt.guidance_branches(scale)
-        run = dt._compiled(graphdef, "ddim", args.steps, branches, scale if len(branches) > 1 else None,
-                           args.chunk_frames or None, (win, stride), (1000, 1e-4, 0.02), 0.0)
+        run = sample_compiled.jitted(dt._sample_block, graphdef, sampler="ddim", num_steps=args.steps,
+                                     branches=branches, guidance_scale=scale if len(branches) > 1 else None,
+                                     chunk_frames=args.chunk_frames or None, raw_features=(win, stride),
+                                     schedule_args=(1000, 1e-4, 0.02), flexibility=0.0)
         part = -(-frames // (len(devices) if devices else 1))
         t0 = time.perf_counter()
         compiled = run.lower(state, rows, x_T[:, :part], clip, pad, None, jax.random.key(0), jnp.int32(0)).compile()

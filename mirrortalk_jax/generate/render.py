@@ -9,15 +9,14 @@ batch of frames at a time.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer
+from mirrortalk_jax.sample import compiled
 
 
 def image_to_model(image: np.ndarray) -> np.ndarray:
@@ -25,15 +24,12 @@ def image_to_model(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled(graphdef: nnx.GraphDef):
-    """The renderer's forward pass, jitted once per model structure (weights are arguments)."""
-    @jax.jit
-    def render(state, image, windows):
-        source = jnp.broadcast_to(image, (windows.shape[0], *image.shape[1:]))
-        out = nnx.merge(graphdef, state).render(source, windows)
-        return ((jnp.clip(out, -1.0, 1.0) + 1.0) / 2.0 * 255.0).astype(jnp.uint8)  # conversion on the device
-    return render
+def _render_uint8(renderer: pirenderer.PIRenderer, image: jax.Array, windows: jax.Array) -> jax.Array:
+    """The renderer's forward pass for one source image and a batch of windows, as uint8 (converted on the
+    device)."""
+    source = jnp.broadcast_to(image, (windows.shape[0], *image.shape[1:]))
+    out = renderer.render(source, windows)
+    return ((jnp.clip(out, -1.0, 1.0) + 1.0) / 2.0 * 255.0).astype(jnp.uint8)
 
 
 def iter_frames(renderer: pirenderer.PIRenderer, image: np.ndarray, coefficients: np.ndarray,
@@ -54,18 +50,18 @@ def iter_frames(renderer: pirenderer.PIRenderer, image: np.ndarray, coefficients
                          f"{coefficients.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    graphdef, state = nnx.split(renderer)
-    return _batches(_compiled(graphdef), state, jnp.asarray(image_to_model(image))[None], coefficients, batch_size)
+    render = compiled.bind(_render_uint8, renderer)  # compiled once per renderer structure
+    return _batches(render, jnp.asarray(image_to_model(image))[None], coefficients, batch_size)
 
 
-def _batches(render, state, source: jax.Array, coefficients: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+def _batches(render, source: jax.Array, coefficients: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     num_frames = len(coefficients)
     for start in range(0, num_frames, batch_size):
         stop = min(start + batch_size, num_frames)
         windows = pirenderer.motion_windows(coefficients, start=start, stop=stop)
         if stop - start < batch_size:  # the last batch: repeat its last window, drop those frames
             windows = jnp.concatenate([windows, jnp.repeat(windows[-1:], batch_size - (stop - start), axis=0)])
-        yield np.asarray(render(state, source, windows))[:stop - start]
+        yield np.asarray(render(source, windows))[:stop - start]
 
 
 def render_frames(renderer: pirenderer.PIRenderer, image: np.ndarray, coefficients: np.ndarray,
