@@ -12,7 +12,7 @@ unconditional expert gains sync but loses style fidelity). What the paper states
 What the paper leaves open (window n, sizes, the probability map) is a config choice here:
   - the mouth region is the MotionSpec's `lower` group (BFM mouth vertices need a 3DMM basis we do not ship);
   - P_sync = (cos + 1) / 2 ("affine"), or relu embeddings with P_sync = cos ("relu", Wav2Lip's exact form);
-  - pairs come from `motion_expert.sample_sync_pairs` (aligned, shifted by a few frames, other speaker).
+  - pairs come from `objectives.sync.sample_sync_pairs` (aligned, shifted by a few frames, other speaker).
 
 Style source (config): its own style encoder trained jointly (`style_encoder`: "dreamtalk" architecture or the
 project's "sdse"), or a trained run's style encoder loaded and frozen (`style_encoder_workdir`: a DreamTalk
@@ -32,7 +32,7 @@ from flax import nnx
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.data.windows import sliding_windows
-from mirrortalk_jax.models.mirrortalk.motion_expert import sample_sync_pairs
+from mirrortalk_jax.objectives import sync as sync_objective
 from mirrortalk_jax.models.registry import Part, register
 
 SIMILARITIES = ("affine", "relu")
@@ -264,26 +264,13 @@ class DreamTalkLipExpert(nnx.Module):
         clip of its speaker, from the pipeline). Every pair is judged with the style of its motion's clip.
         """
         del train  # no dropout: the same objective in training and evaluation
-        motion_w, audio_w, labels, category, weight = sample_sync_pairs(
+        motion_w, audio_w, labels, category, weight = sync_objective.sample_sync_pairs(
             batch, rng, window=self.window, pairs_per_clip=self.pairs_per_clip,
             category_probs=self.category_probs, near_shift=self.near_shift, far_shift=self.far_shift)
         style = self.style_code(batch["reference_motion"], batch["reference_mask"])
         p = self.sync_probability(motion_w, audio_w, style)  # (B, P)
-        bce = -(labels * jnp.log(p) + (1.0 - labels) * jnp.log1p(-p))
-        total = jnp.maximum(weight.sum(), 1.0)
-        loss = (bce * weight).sum() / total
-        correct = ((p > 0.5) == (labels > 0.5)).astype(jnp.float32)
-
-        def masked_mean(x, m):
-            m = m * weight
-            return (x * m).sum() / jnp.maximum(m.sum(), 1.0)
-
-        cat = [(category == c).astype(jnp.float32) for c in range(4)]
-        metrics = {"bce": loss, "accuracy": (correct * weight).sum() / total,
-                   "pos_prob": masked_mean(p, cat[0]), "neg_prob": masked_mean(p, 1.0 - cat[0]),
-                   "near_prob": masked_mean(p, cat[1]), "far_prob": masked_mean(p, cat[2]),
-                   "other_prob": masked_mean(p, cat[3])}
-        return loss, metrics
+        bce = -(labels * jnp.log(p) + (1.0 - labels) * jnp.log1p(-p))  # p is clipped away from 0 and 1
+        return sync_objective.pair_loss(bce, p, labels, category, weight)
 
 
 # ----- The generator hook -----
@@ -304,11 +291,7 @@ def sync_loss(expert: DreamTalkLipExpert, motion: jax.Array, audio_features: jax
     k = expert.window
     p = expert.sync_probability(sliding_windows(motion, k, axis=1), sliding_windows(audio_features, k, axis=1),
                                 style_code)  # (B, N)
-    if mask is None:
-        valid = jnp.ones_like(p)
-    else:
-        valid = sliding_windows(mask.astype(bool), k, axis=1).all(-1).astype(p.dtype)
-    return -(jnp.log(p) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+    return sync_objective.window_mean(-jnp.log(p), mask, k)
 
 
 @register("dreamtalk_lip_expert", parts={"style_source": STYLE_SOURCE})

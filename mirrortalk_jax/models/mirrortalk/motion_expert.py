@@ -22,6 +22,7 @@ from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.data.windows import sliding_windows
+from mirrortalk_jax.objectives import sync as sync_objective
 from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.registry import register
 
@@ -52,67 +53,6 @@ class WindowEncoder(nnx.Module):
         # eps inside the root keeps the gradient finite at a zero vector.
         h = h * jax.lax.rsqrt(jnp.sum(jnp.square(h), -1, keepdims=True) + 1e-12)
         return h.reshape(lead + h.shape[-1:])
-
-
-def sample_sync_pairs(batch: dict[str, jax.Array], rng: jax.Array, *, window: int, pairs_per_clip: int,
-                      category_probs: tuple[float, float, float, float], near_shift: tuple[int, int],
-                      far_shift: tuple[int, int]):
-    """Random (motion window, audio window) pairs, P = pairs_per_clip per batch element, all inside the valid
-    frames. Shared by every sync expert (models.mirrortalk.motion_expert, models.dreamtalk.lip_expert).
-
-    Categories are drawn with `category_probs` = (aligned, near shift, far shift, other clip); shifts are
-    inclusive (min, max) frame ranges, either direction. A shift larger than the clip allows is clipped to
-    fit; a clip too short for even the smallest near shift gets an other-clip negative instead. Reads motion
-    (B, L, D), audio_features (B, L, F), motion_mask (B, L) (valid frames first), speaker_index (B,) and
-    clip_index (B,); motion window b always comes from batch element b.
-
-    Returns motion windows (B, P, K, D), audio windows (B, P, K, F), labels (B, P) float (1 = aligned),
-    category (B, P) int32 (0 aligned, 1 near shift, 2 far shift, 3 other clip) and weight (B, P) float
-    (0 where no valid pair exists).
-    """
-    motion, audio, mask = batch["motion"], batch["audio_features"], batch["motion_mask"]
-    bsz, length = motion.shape[:2]
-    k, p = window, pairs_per_clip
-    # The pipeline pads at the end, so the valid frames are 0 .. n-1.
-    n = mask.astype(jnp.int32).sum(1)[:, None]  # (B, 1)
-    room = n - k  # last valid window start; < 0: the clip is shorter than a window
-    r_cat, r_mag, r_sign, r_lo, r_part, r_pstart = jax.random.split(rng, 6)
-    category = jax.random.choice(r_cat, 4, (bsz, p), p=jnp.asarray(category_probs))
-    lo = jnp.where(category == 1, near_shift[0], far_shift[0])
-    hi = jnp.where(category == 1, near_shift[1], far_shift[1])
-    shift = jnp.floor(lo + jax.random.uniform(r_mag, (bsz, p)) * (hi - lo + 1)).astype(jnp.int32)
-    shift = jnp.where((category == 1) | (category == 2), shift, 0)
-    shift = jnp.minimum(shift, jnp.maximum(room, 0))  # clipped to stay inside the valid frames
-    # A clip too short for the smallest shift falls back to another clip's audio.
-    category = jnp.where(((category == 1) | (category == 2)) & (shift < near_shift[0]), 3, category)
-    shift = jnp.where(category == 3, 0, shift)
-    # The pair (motion start, audio start) spans [first, first + shift + K); pick `first` uniformly.
-    first = jnp.floor(jax.random.uniform(r_lo, (bsz, p)) * (jnp.maximum(room - shift, 0) + 1)).astype(jnp.int32)
-    audio_later = jax.random.bernoulli(r_sign, 0.5, (bsz, p))
-    m_start = jnp.where(audio_later, first, first + shift)
-    a_start = jnp.where(audio_later, first + shift, first)
-    # Other-clip negatives: prefer another speaker, then another clip of the same speaker.
-    spk, clip = batch["speaker_index"], batch["clip_index"]
-    other_spk = spk[:, None] != spk[None, :]
-    other_clip = (clip[:, None] != clip[None, :]) & ~jnp.eye(bsz, dtype=bool)
-    usable = (room[:, 0] >= 0)[None, :]  # the partner has a full window
-    priority = 2.0 * (other_spk & usable) + 1.0 * (~other_spk & other_clip & usable)  # (B, B)
-    score = priority[:, None, :] + jax.random.uniform(r_part, (bsz, p, bsz))
-    partner = jnp.argmax(score, -1)  # (B, P)
-    has_partner = jnp.take_along_axis(priority[:, None, :], partner[..., None], -1)[..., 0] >= 1.0
-    partner_room = jnp.maximum(room[:, 0][partner], 0)
-    partner_start = jnp.floor(jax.random.uniform(r_pstart, (bsz, p)) * (partner_room + 1)).astype(jnp.int32)
-    is_other = category == 3
-    src = jnp.where(is_other, partner, jnp.arange(bsz)[:, None])
-    a_start = jnp.where(is_other, partner_start, a_start)
-    weight = ((room >= 0) & (~is_other | has_partner)).astype(jnp.float32)
-    offsets = jnp.arange(k)
-    m_idx = jnp.clip(m_start[..., None] + offsets, 0, length - 1)  # (B, P, K)
-    a_idx = jnp.clip(a_start[..., None] + offsets, 0, length - 1)
-    motion_w = motion[jnp.arange(bsz)[:, None, None], m_idx]  # (B, P, K, D)
-    audio_w = audio[src[..., None], a_idx]  # (B, P, K, F)
-    labels = (category == 0).astype(jnp.float32)
-    return motion_w, audio_w, labels, category, weight
 
 
 class MotionExpert(nnx.Module):
@@ -200,14 +140,13 @@ class MotionExpert(nnx.Module):
         """
         logits = self.sync_logit(sliding_windows(motion, self.window, axis=1),
                                  sliding_windows(audio_features, self.window, axis=1))  # (B, N)
-        valid = sliding_windows(mask, self.window, axis=1).all(-1).astype(logits.dtype)
-        return (jax.nn.softplus(-logits) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+        return sync_objective.window_mean(jax.nn.softplus(-logits), mask, self.window)  # -log P_sync
 
     # ----- Training -----
 
     def _sample_pairs(self, batch: dict[str, jax.Array], rng: jax.Array):
         """Training pairs of this expert's window and category mix: see `sample_sync_pairs`."""
-        return sample_sync_pairs(batch, rng, window=self.window, pairs_per_clip=self.pairs_per_clip,
+        return sync_objective.sample_sync_pairs(batch, rng, window=self.window, pairs_per_clip=self.pairs_per_clip,
                                  category_probs=self.category_probs, near_shift=self.near_shift,
                                  far_shift=self.far_shift)
 
@@ -221,22 +160,9 @@ class MotionExpert(nnx.Module):
         del train  # same objective in training and evaluation (fresh pairs from rng either way)
         motion_w, audio_w, labels, category, weight = self._sample_pairs(batch, rng)
         logits = self.sync_logit(motion_w, audio_w)
-        bce = jax.nn.softplus(logits) - labels * logits  # = -[y log p + (1-y) log(1-p)]
-        total = jnp.maximum(weight.sum(), 1.0)
-        loss = (bce * weight).sum() / total
-        prob = jax.nn.sigmoid(logits)
-        correct = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
-
-        def masked_mean(x, m):
-            m = m * weight
-            return (x * m).sum() / jnp.maximum(m.sum(), 1.0)
-
-        cat = [(category == c).astype(jnp.float32) for c in range(4)]
-        metrics = {"bce": loss, "accuracy": (correct * weight).sum() / total,
-                   "pos_prob": masked_mean(prob, cat[0]), "neg_prob": masked_mean(prob, 1.0 - cat[0]),
-                   "near_prob": masked_mean(prob, cat[1]), "far_prob": masked_mean(prob, cat[2]),
-                   "other_prob": masked_mean(prob, cat[3]), "logit_scale": self.logit_scale()}
-        return loss, metrics
+        bce = jax.nn.softplus(logits) - labels * logits  # = -[y log p + (1-y) log(1-p)], stable in the logit
+        loss, metrics = sync_objective.pair_loss(bce, jax.nn.sigmoid(logits), labels, category, weight)
+        return loss, {**metrics, "logit_scale": self.logit_scale()}
 
 
 @register("motion_expert")
