@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mirrortalk_jax.models.nn import layers
+from mirrortalk_jax.models.nn import attention, layers
 from mirrortalk_jax.models.registry import register
 
 MODEL_TYPES = ("hubert", "wav2vec2")
@@ -228,11 +228,9 @@ class SelfAttention(nnx.Module):
         split = lambda y: y.reshape(b, t, self.num_heads, self.head_dim)
         q = split(self.q_proj(x)) * (self.head_dim ** -0.5)
         k, v = split(self.k_proj(x)), split(self.v_proj(x))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-        if mask is not None:
-            logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-        weights = jax.nn.softmax(logits, axis=-1)
-        return self.out_proj(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, -1))
+        valid = None if mask is None else mask[:, None, None, :]
+        out = attention.attention(q, k, v, valid, fill=float(jnp.finfo(q.dtype).min))
+        return self.out_proj(out.reshape(b, t, -1))
 
 
 class FeedForward(nnx.Module):

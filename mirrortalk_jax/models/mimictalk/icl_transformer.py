@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mirrortalk_jax.models.nn import attention
 from mirrortalk_jax.models.nn.layers import Frozen, fan_in_normal, param, scaled_normal
 
-_NEG_MAX = float(np.finfo(np.float32).min)  # the original's masked_fill(-finfo.max)
 _init = nnx.with_partitioning
 
 
@@ -108,9 +108,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, logit_scal
     without blocks; on a CPU this halves the attention time at N ~ 900.
     """
     def block(qb: jax.Array) -> jax.Array:
-        sim = jnp.einsum("bhik,bhjk->bhij", qb, k) * logit_scale
-        sim = jnp.where(mask[:, None, None, :], sim, _NEG_MAX)
-        return jnp.einsum("bhij,bhjk->bhik", jax.nn.softmax(sim, axis=-1), v)
+        return attention.attention(qb, k, v, mask[:, None, None, :], fill=attention.FILL_FLOAT32_MIN,
+                                   logit_scale=logit_scale, heads_first=True)
 
     b, h, n, d = q.shape
     if not query_chunk or n <= query_chunk:

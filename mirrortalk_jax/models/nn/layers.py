@@ -12,11 +12,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mirrortalk_jax.models.nn import attention
+
 _zeros = nnx.initializers.zeros
 _ones = nnx.initializers.ones
-# A finite "minus infinity" for masked attention logits: a row whose keys are all masked (an empty clip, a
-# padded frame far from any valid one) gets a uniform softmax instead of NaN.
-_MASKED = -1e9
 
 
 class Frozen(nnx.Variable):
@@ -105,12 +104,9 @@ class Attention(nnx.Module):
         q = jnp.einsum("bqe,ehd->bqhd", queries, w[..., :hd]) / math.sqrt(hd)
         kv = jnp.einsum("bke,ehd->bkhd", context, w[..., hd:])
         k, v = kv[..., :hd], kv[..., hd:]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-        if mask is not None:
-            mask = mask[:, None, None, :] if mask.ndim == 2 else mask
-            logits = jnp.where(mask, logits, _MASKED)
-        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        if mask is not None and mask.ndim == 2:
+            mask = mask[:, None, None, :]
+        out = attention.attention(q, k, v, mask, fill=attention.FILL_NATIVE, logits_dtype=jnp.float32)
         return jnp.einsum("bqhd,hde->bqe", out, self.wo[...])
 
 

@@ -29,11 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mirrortalk_jax.models.nn import attention
 from mirrortalk_jax.models.nn.layers import dense, fan_in_normal, param
 
-# A finite "minus infinity" for ignored keys: exp(_MASKED - max) is exactly 0 in float32, as with PyTorch's
-# -inf, but a row whose keys are all ignored gets a uniform softmax instead of NaN.
-_MASKED = -1e30
 TORCH_LAYER_NORM_EPS = 1e-5
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -83,6 +81,11 @@ def sinusoid_table(n_position: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
+def _valid(key_padding_mask: jax.Array | None) -> jax.Array | None:
+    """PyTorch's key_padding_mask (..., K), True = ignore -> valid keys broadcast over (..., H, Q, K)."""
+    return None if key_padding_mask is None else ~key_padding_mask[..., None, None, :]
+
+
 class MultiheadAttention(nnx.Module):
     """nn.MultiheadAttention, batch-first. in_proj (D, 3, D) holds [q; k; v] (PyTorch's (3D, D) weight,
     reshaped and transposed), in_proj_bias (3, D); out_proj is a Dense (D, D)."""
@@ -114,11 +117,8 @@ class MultiheadAttention(nnx.Module):
         key_padding_mask (..., K) bool, True = ignore that key (PyTorch's convention).
         """
         q, k, v = self.split_heads(self.scale(q)), self.split_heads(k), self.split_heads(v)
-        logits = jnp.einsum("...qhd,...khd->...hqk", q, k)
-        if key_padding_mask is not None:
-            logits = jnp.where(key_padding_mask[..., None, None, :], _MASKED, logits)
-        weights = dropout(jax.nn.softmax(logits, axis=-1), self.dropout_rate, rng)
-        out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+        out = attention.attention(q, k, v, _valid(key_padding_mask), fill=attention.FILL_TORCH,
+                                  weights_fn=lambda w: dropout(w, self.dropout_rate, rng))
         return self.out_proj(out.reshape(out.shape[:-2] + (-1,)))
 
     # Few queries over many keys (inference): fold the key / value projections into the query side, so the keys
@@ -137,9 +137,8 @@ class MultiheadAttention(nnx.Module):
                       key_padding_mask: jax.Array | None = None) -> jax.Array:
         """`fold_keys` queries over unprojected key/value inputs kv (..., K, D_in) -> attention output (..., Q, D)."""
         logits = jnp.einsum("...qhe,...ke->...hqk", folded, kv) + jnp.swapaxes(bias, -1, -2)[..., None]
-        if key_padding_mask is not None:
-            logits = jnp.where(key_padding_mask[..., None, None, :], _MASKED, logits)
-        mean = jnp.einsum("...hqk,...ke->...qhe", jax.nn.softmax(logits, axis=-1), kv)
+        weights = attention.masked_softmax(logits, _valid(key_padding_mask), fill=attention.FILL_TORCH)
+        mean = jnp.einsum("...hqk,...ke->...qhe", weights, kv)
         w = self.in_proj[...][:, 2].reshape(-1, self.num_heads, self.head_dim)
         v = jnp.einsum("...qhe,ehd->...qhd", mean, w) + self.in_proj_bias[...][2].reshape(self.num_heads, -1)
         return self.out_proj(v.reshape(v.shape[:-2] + (-1,)))
