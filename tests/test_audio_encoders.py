@@ -13,9 +13,9 @@ from safetensors.numpy import load_file, save_file
 from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import base_config, cli
 from mirrortalk_jax import fixtures
-from mirrortalk_jax.convert import hf_audio, name_map, sources
+from mirrortalk_jax.convert import hf_audio, name_map, foreign
 from mirrortalk_jax.runs import loader
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 from mirrortalk_jax.data import encoder_features as ef
 from mirrortalk_jax.data import sources as data_sources
 from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders
@@ -93,7 +93,7 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     data = (HUBERT / "weights.safetensors").read_bytes()
     (tmp_path / "weights.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ConversionError, match="weights.safetensors: not a readable safetensors file"):
-        sources.read_tensors(tmp_path / "weights.safetensors")
+        foreign.read_tensors(tmp_path / "weights.safetensors")
 
 
 def test_mismatched_checkpoints_name_the_problem(tmp_path, capsys):

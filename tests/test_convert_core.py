@@ -10,7 +10,7 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from mirrortalk_jax.models import abstract
-from mirrortalk_jax.convert import hooks, name_map, pipeline, sources
+from mirrortalk_jax.convert import hooks, name_map, pipeline, foreign
 from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC as MOTION_SPEC
@@ -84,7 +84,7 @@ def test_every_problem_is_listed_in_one_error():
     t["stray.weight"] = np.zeros(3, np.float32)
     del t["blocks.1.bias"]
     t["proj.weight"] = np.zeros((4, 6), np.float32)
-    with pytest.raises(sources.ConversionError) as e:
+    with pytest.raises(foreign.ConversionError) as e:
         name_map.convert(t, RULES, abstract.abstract_variables(build), source="toy.safetensors")
     msg = str(e.value)
     assert "toy.safetensors" in msg and "stray.weight" in msg and "layers/1/bias" in msg
@@ -94,7 +94,7 @@ def test_every_problem_is_listed_in_one_error():
 def test_buffer_check_refuses_other_settings():
     t = _torch_like()
     t["table"] = np.arange(5.0) * 2
-    with pytest.raises(sources.ConversionError, match="buffer table differs"):
+    with pytest.raises(foreign.ConversionError, match="buffer table differs"):
         name_map.convert(t, RULES, abstract.abstract_variables(build))
 
 
@@ -102,25 +102,25 @@ def test_manifest_check_uses_shapes_only():
     manifest = [{"key": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in _torch_like().items()]
     name_map.check_manifest(manifest, RULES, abstract.abstract_variables(build))
     manifest[0]["shape"] = [7, 4]
-    with pytest.raises(sources.ConversionError, match="shape mismatches"):
+    with pytest.raises(foreign.ConversionError, match="shape mismatches"):
         name_map.check_manifest(manifest, RULES, abstract.abstract_variables(build))
 
 
 def test_readers(tmp_path):
     t = _torch_like()
     save_file(t, tmp_path / "w.safetensors")
-    loaded = sources.read_tensors(tmp_path / "w.safetensors")
+    loaded = foreign.read_tensors(tmp_path / "w.safetensors")
     assert loaded.keys() == t.keys() and all(np.array_equal(loaded[k], t[k]) for k in t)
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
-    with pytest.raises(sources.ConversionError, match="bad.safetensors: not a readable safetensors"):
-        sources.read_tensors(tmp_path / "bad.safetensors")
-    with pytest.raises(sources.ConversionError, match="unknown checkpoint format '.npz'"):
+    with pytest.raises(foreign.ConversionError, match="bad.safetensors: not a readable safetensors"):
+        foreign.read_tensors(tmp_path / "bad.safetensors")
+    with pytest.raises(foreign.ConversionError, match="unknown checkpoint format '.npz'"):
         (tmp_path / "w.npz").write_bytes(b"x")
-        sources.read_tensors(tmp_path / "w.npz")
-    with pytest.raises(sources.ConversionError, match="no such file"):
-        sources.read_tensors(tmp_path / "missing.pth")
-    with pytest.raises(sources.ConversionError, match="lack the prefix 'diff_net.'"):
-        sources.strip_prefix(t, "diff_net.")
+        foreign.read_tensors(tmp_path / "w.npz")
+    with pytest.raises(foreign.ConversionError, match="no such file"):
+        foreign.read_tensors(tmp_path / "missing.pth")
+    with pytest.raises(foreign.ConversionError, match="lack the prefix 'diff_net.'"):
+        foreign.strip_prefix(t, "diff_net.")
 
 
 @pytest.mark.parametrize("shard, problem", [
@@ -137,18 +137,18 @@ def test_sharded_index_names_stay_inside_the_folder(tmp_path, shard, problem):
     os.symlink(tmp_path / "outside.safetensors", folder / "link.safetensors")
     index = {"weight_map": {k: shard for k in t}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(sources.ConversionError, match=f"model.safetensors.index.json: shard .*{re.escape(problem)}"):
-        sources.read_tensors(folder)
+    with pytest.raises(foreign.ConversionError, match=f"model.safetensors.index.json: shard .*{re.escape(problem)}"):
+        foreign.read_tensors(folder)
     # Plain shard names of real files in the folder are read.
     save_file(dict(list(t.items())[:1]), folder / "a.safetensors")
     save_file(dict(list(t.items())[1:]), folder / "b.safetensors")
     names = list(t)
     index = {"weight_map": {k: "a.safetensors" if k == names[0] else "b.safetensors" for k in names}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    assert sorted(sources.read_tensors(folder)) == sorted(t)
+    assert sorted(foreign.read_tensors(folder)) == sorted(t)
     (folder / "model.safetensors.index.json").write_text("{}")
-    with pytest.raises(sources.ConversionError, match='no non-empty "weight_map"'):
-        sources.read_tensors(folder)
+    with pytest.raises(foreign.ConversionError, match='no non-empty "weight_map"'):
+        foreign.read_tensors(folder)
 
 
 def test_torch_file_without_torch_names_the_extra(tmp_path):
@@ -157,12 +157,12 @@ def test_torch_file_without_torch_names_the_extra(tmp_path):
         import torch  # noqa: F401
     except ImportError:
         (tmp_path / "w.pth").write_bytes(b"not really")
-        with pytest.raises(sources.ConversionError, match=r"install torch.*mirrortalk_jax\[torch\]"):
-            sources.read_tensors(tmp_path / "w.pth")
+        with pytest.raises(foreign.ConversionError, match=r"install torch.*mirrortalk_jax\[torch\]"):
+            foreign.read_tensors(tmp_path / "w.pth")
     else:
         (tmp_path / "w.pth").write_bytes(b"not really")
-        with pytest.raises(sources.ConversionError, match="weights_only=True"):
-            sources.read_tensors(tmp_path / "w.pth")
+        with pytest.raises(foreign.ConversionError, match="weights_only=True"):
+            foreign.read_tensors(tmp_path / "w.pth")
 
 
 def test_converted_checkpoint_loads_like_a_run(tmp_path):

@@ -23,7 +23,7 @@ from mirrortalk_jax.fixtures import dreamtalk as fixture_dreamtalk
 from mirrortalk_jax.sample import compiled
 from mirrortalk_jax.convert import name_map
 from mirrortalk_jax.runs import loader
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 from mirrortalk_jax.data.windows import centred_windows
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from tests.test_trainer import ROOT, _load_config

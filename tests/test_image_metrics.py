@@ -256,7 +256,7 @@ def test_inception_parameters_equal_the_pytorch_fid_manifest():
 
 
 def test_inception_conversion_errors():
-    from mirrortalk_jax.convert.sources import ConversionError
+    from mirrortalk_jax.convert.foreign import ConversionError
     from mirrortalk_jax.evaluate import inception
     tensors = {e["key"]: np.zeros(e["shape"], np.float32) for e in _manifest()}
     broken = dict(tensors)

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import fixtures
 from mirrortalk_jax.fixtures import mimictalk as fixture_mimictalk
-from mirrortalk_jax.convert import mimictalk, name_map, pipeline, sources
+from mirrortalk_jax.convert import mimictalk, name_map, pipeline, foreign
 from mirrortalk_jax.runs import loader
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.models.mimictalk import icl_transformer
@@ -113,31 +113,31 @@ def test_corrupted_and_mismatched_checkpoints_raise(tmp_path):
     with open(weights, "rb") as f:
         data = f.read()
     (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(sources.ConversionError, match="truncated.safetensors: not a readable safetensors"):
+    with pytest.raises(foreign.ConversionError, match="truncated.safetensors: not a readable safetensors"):
         mimictalk.read_checkpoint(tmp_path / "truncated.safetensors")
 
     tensors = load_file(weights)
     config = fixture_mimictalk.fixture_model_config(_fixture_config())
     wider = config.copy_and_resolve_references()
     wider.dim_head = 32  # a config that does not fit the file
-    with pytest.raises(sources.ConversionError, match=r"[qk]_norm.gamma of shape \(2, 1, 16\) cannot be laid out"):
+    with pytest.raises(foreign.ConversionError, match=r"[qk]_norm.gamma of shape \(2, 1, 16\) cannot be laid out"):
         pipeline.convert_model(tensors, mimictalk.rules(wider), wider, source="fixture")
     resized = dict(tensors)  # a file with a tensor of the wrong size
     resized["backbone.icl_transformer_model.to_pred.weight"] = np.zeros((65, 48), np.float32)
-    with pytest.raises(sources.ConversionError, match="shape mismatches") as e:
+    with pytest.raises(foreign.ConversionError, match="shape mismatches") as e:
         pipeline.convert_model(resized, mimictalk.rules(config), config, source="fixture")
     assert "to_pred.weight -> velocity/to_pred/kernel: (48, 65) vs expected (48, 64)" in str(e.value)
     missing = dict(tensors)
     del missing["backbone.icl_transformer_model.transformer.layers.1.3.to_out.weight"]
     missing["sync_expert.weight"] = np.zeros(3, np.float32)
-    with pytest.raises(sources.ConversionError) as e:
+    with pytest.raises(foreign.ConversionError) as e:
         pipeline.convert_model(missing, mimictalk.rules(config), config, source="fixture")
     assert "velocity/layers/1/attn/wo" in str(e.value) and "sync_expert.weight" in str(e.value)
     # A RoPE buffer made with another theta is refused.
     other = dict(tensors)
     other["backbone.icl_transformer_model.transformer.rotary_emb.inv_freq"] = mimictalk.icl_transformer.rope_inv_freq(
         config.dim_head, 10000.0)
-    with pytest.raises(sources.ConversionError, match="buffer rotary_emb.inv_freq differs"):
+    with pytest.raises(foreign.ConversionError, match="buffer rotary_emb.inv_freq differs"):
         pipeline.convert_model(other, mimictalk.rules(config), config)
 
 

@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 from configs import pirenderer as pirenderer_configs
 from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import fixtures
-from mirrortalk_jax.convert import name_map, sources
+from mirrortalk_jax.convert import name_map, foreign
 from mirrortalk_jax.runs import converted, loader
 from mirrortalk_jax.convert import pirenderer as convert_pir
 from mirrortalk_jax.models.nn import image_layers
@@ -116,7 +116,7 @@ def test_released_manifest_fills_the_released_model_exactly():
     assert sum(x.size for x in jax.tree.leaves(abstract)) == manifest["num_params"]
     assert config.to_dict() == pirenderer.model_config(manifest["config"]).to_dict()
     small = abstract_variables(builder(pirenderer_configs.get_config("small").model, None))
-    with pytest.raises(sources.ConversionError, match="shape mismatches"):
+    with pytest.raises(foreign.ConversionError, match="shape mismatches"):
         name_map.check_manifest(manifest["keys"], convert_pir.RULES, small)
 
 
@@ -134,14 +134,14 @@ def test_released_model_shapes_at_256():
 def test_truncated_checkpoint_is_refused(tmp_path):
     data = (FIXTURE / "weights.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(sources.ConversionError, match="cut.safetensors: not a readable safetensors"):
+    with pytest.raises(foreign.ConversionError, match="cut.safetensors: not a readable safetensors"):
         convert_pir.convert_renderer(tmp_path / "cut.safetensors", tmp_path / "out", _small_config())
     assert not (tmp_path / "out").exists()
 
 
 def test_mismatched_checkpoints_name_the_problem(tensors):
     released = pirenderer_configs.get_config("released").model
-    with pytest.raises(sources.ConversionError) as e:  # the small checkpoint against the released sizes
+    with pytest.raises(foreign.ConversionError) as e:  # the small checkpoint against the released sizes
         convert_pir.convert_tensors(tensors, released, source="small.safetensors")
     assert "small.safetensors does not match the model" in str(e.value)
     assert ("editing_net.decoder.final.model.0.weight -> editing_net/final/kernel: (7, 7, 8, 3) vs expected "
@@ -149,7 +149,7 @@ def test_mismatched_checkpoints_name_the_problem(tensors):
     broken = dict(tensors)
     del broken["warpping_net.hourglass.decoder.decoder3.conv_s.weight"]
     broken["editing_net.decoder.extra.weight"] = np.zeros(3, np.float32)
-    with pytest.raises(sources.ConversionError) as e:
+    with pytest.raises(foreign.ConversionError) as e:
         convert_pir.convert_tensors(broken, _small_config())
     message = str(e.value)
     assert "parameters left empty (1): warping_net/decoder/3/conv_s/kernel" in message
@@ -158,7 +158,7 @@ def test_mismatched_checkpoints_name_the_problem(tensors):
 
 def test_other_models_checkpoint_is_refused(tmp_path, tensors):
     save_file({k.replace("mapping_net", "mapper"): v for k, v in tensors.items()}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(sources.ConversionError, match="other.safetensors: no mapping_net"):
+    with pytest.raises(foreign.ConversionError, match="other.safetensors: no mapping_net"):
         convert_pir.renderer_tensors(tmp_path / "other.safetensors")
 
 

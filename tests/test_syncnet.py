@@ -18,7 +18,7 @@ from flax import nnx
 
 from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import base_config
-from mirrortalk_jax.convert import name_map, sources
+from mirrortalk_jax.convert import name_map, foreign
 from mirrortalk_jax.convert import syncnet as convert_syncnet
 from mirrortalk_jax.evaluate import lse, sync
 from mirrortalk_jax.models import registry
@@ -173,7 +173,7 @@ def test_full_size_manifest_fills_the_released_model():
     # Old files without BatchNorm counters convert too (the original's loader tolerates them).
     without = [e for e in manifest["keys"] if not e["key"].endswith("num_batches_tracked")]
     name_map.check_manifest(without, convert_syncnet.RULES, abstract)
-    with pytest.raises(sources.ConversionError, match="shape mismatches"):
+    with pytest.raises(foreign.ConversionError, match="shape mismatches"):
         name_map.check_manifest(manifest["keys"], convert_syncnet.RULES,
                                 abstract_variables(builder(_config("tiny"), None)))
 
@@ -183,23 +183,23 @@ def test_corrupted_and_mismatched_checkpoints_raise(tmp_path):
     truncated = tmp_path / "truncated.safetensors"
     with open(WEIGHTS, "rb") as f:
         truncated.write_bytes(f.read()[:100_000])
-    with pytest.raises(sources.ConversionError, match="truncated.safetensors: not a readable safetensors"):
+    with pytest.raises(foreign.ConversionError, match="truncated.safetensors: not a readable safetensors"):
         convert_syncnet.read_checkpoint(truncated)
-    with pytest.raises(sources.ConversionError, match=r"shape mismatches \(88\): netcnnaud\.0\.bias -> "
+    with pytest.raises(foreign.ConversionError, match=r"shape mismatches \(88\): netcnnaud\.0\.bias -> "
                                                       r"audio_cnn/blocks/0/conv/bias: \(8,\) vs expected \(64,\)"):
         convert_syncnet.convert_model(tensors, _config("released"))  # the width/8 file into the released model
     missing = {k: v for k, v in tensors.items() if k != "netfclip.3.bias"}
-    with pytest.raises(sources.ConversionError, match=r"parameters left empty \(1\): lip_fc/fc2/bias"):
+    with pytest.raises(foreign.ConversionError, match=r"parameters left empty \(1\): lip_fc/fc2/bias"):
         convert_syncnet.convert_model(missing, _config("tiny"))
     stray = {**tensors, "netfclip.4.weight": np.zeros(3, np.float32)}
-    with pytest.raises(sources.ConversionError, match=r"source keys no rule uses \(1\): netfclip\.4\.weight"):
+    with pytest.raises(foreign.ConversionError, match=r"source keys no rule uses \(1\): netfclip\.4\.weight"):
         convert_syncnet.convert_model(stray, _config("tiny"))
     wrong = {**tensors, "netcnnaud.19.running_var": np.ones(7, np.float32)}
-    with pytest.raises(sources.ConversionError, match=r"netcnnaud\.19\.running_var -> audio_cnn/blocks/5/norm/var"):
+    with pytest.raises(foreign.ConversionError, match=r"netcnnaud\.19\.running_var -> audio_cnn/blocks/5/norm/var"):
         convert_syncnet.convert_model(wrong, _config("tiny"))
     # `syncnet_v2.model` is read as a torch file (weights_only), whatever its suffix says.
     (tmp_path / "syncnet_v2.model").write_bytes(b"garbage")
-    with pytest.raises(sources.ConversionError, match="syncnet_v2.model"):
+    with pytest.raises(foreign.ConversionError, match="syncnet_v2.model"):
         convert_syncnet.read_checkpoint(tmp_path / "syncnet_v2.model")
     # The tool reports the problem and exits 2.
     err = io.StringIO()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from mirrortalk_jax.convert import dreamtalk, mimictalk, pirenderer, sources, syncnet
+from mirrortalk_jax.convert import dreamtalk, mimictalk, pirenderer, foreign, syncnet
 
 torch = pytest.importorskip("torch", reason="reading PyTorch files needs the [torch] extra")
 
@@ -76,7 +76,7 @@ def test_mimictalk_ckpt_layouts(tmp_path, layout):
 def test_bfloat16_tensors_are_read_as_float32(tmp_path):
     path = tmp_path / "half.pt"
     torch.save({"w": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)}, path)
-    got = sources.read_tensors(path)["w"]
+    got = foreign.read_tensors(path)["w"]
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, np.arange(6, dtype=np.float32).reshape(2, 3))
 
@@ -88,9 +88,9 @@ class _Payload:  # anything that is not a tensor, container or number: weights_o
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model_state_dict": {"diff_net.w": torch.zeros(1)}, "hook": _Payload()}, path)
-    with pytest.raises(sources.ConversionError, match=r"evil\.pth: torch\.load\(weights_only=True\) refused it"):
+    with pytest.raises(foreign.ConversionError, match=r"evil\.pth: torch\.load\(weights_only=True\) refused it"):
         dreamtalk.read_denoiser(path)
     path = tmp_path / "truncated.pth"
     path.write_bytes(b"PK\x03\x04 not a zip")
-    with pytest.raises(sources.ConversionError, match="truncated.pth"):
-        sources.read_tensors(path)
+    with pytest.raises(foreign.ConversionError, match="truncated.pth"):
+        foreign.read_tensors(path)

@@ -14,7 +14,7 @@ import sys
 from absl import app
 
 from mirrortalk_jax import fixtures
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 
 
 def main(argv: list[str]) -> int:

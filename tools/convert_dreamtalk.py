@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere: configs/ lives next to the p
 from mirrortalk_jax import base_config
 from mirrortalk_jax.convert import dreamtalk, pirenderer
 from mirrortalk_jax.runs import converted
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer_model
 
 

@@ -20,7 +20,7 @@ import sys
 
 from mirrortalk_jax.convert import hf_audio
 from mirrortalk_jax.runs.converted import model_config
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 
 
 def main(argv: list[str] | None = None) -> int:

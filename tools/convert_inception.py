@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 from mirrortalk_jax.evaluate import inception
 
 

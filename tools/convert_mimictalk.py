@@ -17,7 +17,7 @@ import sys
 
 from mirrortalk_jax import base_config
 from mirrortalk_jax.convert import mimictalk
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 
 
 def main(argv: list[str] | None = None) -> int:

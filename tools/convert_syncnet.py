@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mirrortalk_jax import base_config
 from mirrortalk_jax.convert import syncnet
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "syncnet.py") + ":released"
 

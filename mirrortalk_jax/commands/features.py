@@ -22,7 +22,7 @@ from pathlib import Path
 
 def load_encoder(path: str):
     """(model, model config) from a converted checkpoint or a Hugging Face folder."""
-    from mirrortalk_jax.convert import hf_audio, sources
+    from mirrortalk_jax.convert import hf_audio, foreign
     from mirrortalk_jax.runs import converted, loader
     from mirrortalk_jax.models.audio_encoders.wav2vec2 import MODEL_TYPES
 
@@ -31,7 +31,7 @@ def load_encoder(path: str):
         model, config = loaded.model, loaded.model_config
     elif (Path(path) / "config.json").is_file():
         hf_config = hf_audio.read_hf_config(path)
-        model, config = hf_audio.convert(sources.read_tensors(path), hf_config, source=path), \
+        model, config = hf_audio.convert(foreign.read_tensors(path), hf_config, source=path), \
             hf_audio.model_config(hf_config)
     else:
         raise FileNotFoundError(f"{path}: neither a converted checkpoint (model.json) nor a Hugging Face folder "

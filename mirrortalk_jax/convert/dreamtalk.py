@@ -24,9 +24,9 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from mirrortalk_jax.convert import hooks, pipeline, sources
+from mirrortalk_jax.convert import hooks, pipeline, foreign
 from mirrortalk_jax.convert.name_map import Rule
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 from mirrortalk_jax.models.nn import torch_compat
 from mirrortalk_jax.models.dreamtalk.net import dims_from_config
 from mirrortalk_jax.objectives.dreamtalk import variance_schedule
@@ -123,12 +123,12 @@ def rules(model_config: ml_collections.ConfigDict) -> tuple[Rule, ...]:
 def read_denoiser(path: str | Path) -> dict[str, np.ndarray]:
     """The `diff_net.` tensors of a denoiser checkpoint, prefix stripped (other prefixes are ignored, as the
     original's loader does); a torch file is read from `model_state_dict` with weights_only=True."""
-    tensors = sources.read_tensors(path, nesting=NESTING)
+    tensors = foreign.read_tensors(path, nesting=NESTING)
     mine = {k: v for k, v in tensors.items() if k.startswith(PREFIX)}
     if not mine:
         raise ConversionError(f"{path}: no key starts with {PREFIX!r} (found e.g. {sorted(tensors)[:3]}); "
                               "is this DreamTalk's denoising_network.pth?")
-    return sources.strip_prefix(mine, PREFIX, source=str(path))
+    return foreign.strip_prefix(mine, PREFIX, source=str(path))
 
 
 def convert_model(tensors: Mapping[str, np.ndarray], model_config: ml_collections.ConfigDict, *,

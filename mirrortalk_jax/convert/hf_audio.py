@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mirrortalk_jax.convert import hooks, pipeline, sources
+from mirrortalk_jax.convert import hooks, pipeline, foreign
 from mirrortalk_jax.convert.name_map import Rule
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 from mirrortalk_jax.models.audio_encoders import wav2vec2 as audio_encoders
 
 _P = r"(?:(?:hubert|wav2vec2)\.)?"  # optional base-model prefix of *ForCTC / *ForPreTraining checkpoints
@@ -106,11 +106,11 @@ def convert(tensors: Mapping[str, np.ndarray], hf_config: Mapping, *, source: st
 
 def convert_folder(folder: str | os.PathLike, out_dir: str | os.PathLike, *,
                    weights: str | os.PathLike | None = None) -> Path:
-    """HF folder (config.json + safetensors, or `weights` = any file sources.read_tensors reads) -> a converted
+    """HF folder (config.json + safetensors, or `weights` = any file foreign.read_tensors reads) -> a converted
     checkpoint whose model.json holds the model config (load with runs.loader.load_model)."""
     hf_config = read_hf_config(folder)
     config = model_config(hf_config)
     source = str(weights or folder)
-    tensors = sources.read_tensors(weights or folder)
+    tensors = foreign.read_tensors(weights or folder)
     check_prefix(tensors, config.name, source)
     return pipeline.convert_to_checkpoint(tensors, RULES, config, out_dir, None, source=source)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 
 
 def linear(weight: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from mirrortalk_jax.convert import hooks, pipeline, sources
+from mirrortalk_jax.convert import hooks, pipeline, foreign
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.models.mimictalk import icl_transformer
 
@@ -53,7 +53,7 @@ def _layout(name: str, *shape: int, transpose: bool = False):
     def hook(value: np.ndarray) -> np.ndarray:
         value = hooks.linear(value) if transpose else value
         if value.size != int(np.prod(shape)):
-            raise sources.ConversionError(f"{name} of shape {tuple(value.shape)} cannot be laid out as {shape}: "
+            raise foreign.ConversionError(f"{name} of shape {tuple(value.shape)} cannot be laid out as {shape}: "
                                           "the checkpoint's heads/widths differ from the model config")
         return value.reshape(shape)
     return hook
@@ -67,7 +67,7 @@ def _inv_freq_hook(expected: np.ndarray):
 
     def hook(value: np.ndarray) -> np.ndarray:
         if value.shape != expected.shape:
-            raise sources.ConversionError(f"rotary_emb.inv_freq of shape {tuple(value.shape)}, the config implies "
+            raise foreign.ConversionError(f"rotary_emb.inv_freq of shape {tuple(value.shape)}, the config implies "
                                           f"{expected.shape}: the checkpoint's dim_head differs from the config")
         return np.asarray(value, np.float32) if not np.any(value) else check(value)
     return hook
@@ -136,7 +136,7 @@ def config_from_tensors(tensors: Mapping[str, np.ndarray], **overrides) -> ml_co
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in tensors:
-            raise sources.ConversionError(f"{key} is missing: not a MimicTalk audio-to-motion checkpoint")
+            raise foreign.ConversionError(f"{key} is missing: not a MimicTalk audio-to-motion checkpoint")
         return tuple(tensors[key].shape)
 
     width, audio_in, _ = shape("hubert_encoder.0.weight")
@@ -177,19 +177,19 @@ def read_checkpoint(path: str | Path, *, ignore: Sequence[str] = ()) -> dict[str
     drop first (e.g. a sync expert saved inside the model).
     """
     path = Path(path)
-    if path.suffix in sources.TORCH_SUFFIXES:
+    if path.suffix in foreign.TORCH_SUFFIXES:
         try:
-            tensors = sources.read_tensors(path, nesting=("state_dict", "model"))
-        except sources.ConversionError as e:
+            tensors = foreign.read_tensors(path, nesting=("state_dict", "model"))
+        except foreign.ConversionError as e:
             if "expected key 'model'" not in str(e):
                 raise
-            flat = sources.read_tensors(path, nesting=("state_dict",))
-            tensors = sources.strip_prefix({k: t for k, t in flat.items() if k.startswith("model.")}, "model.",
+            flat = foreign.read_tensors(path, nesting=("state_dict",))
+            tensors = foreign.strip_prefix({k: t for k, t in flat.items() if k.startswith("model.")}, "model.",
                                            source=str(path))
     else:
-        tensors = sources.read_tensors(path)
+        tensors = foreign.read_tensors(path)
     if tensors and all(k.startswith("model.") for k in tensors):
-        tensors = sources.strip_prefix(tensors, "model.", source=str(path))
+        tensors = foreign.strip_prefix(tensors, "model.", source=str(path))
     dropped = [re.compile(p) for p in ignore]
     return {k: t for k, t in tensors.items() if not any(p.fullmatch(k) for p in dropped)}
 

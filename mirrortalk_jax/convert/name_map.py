@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 
 Hook = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, ...] | None"]
 _SHOWN = 25  # keys listed per category in an error; the counts are always complete

@@ -23,10 +23,10 @@ import ml_collections
 import numpy as np
 
 from mirrortalk_jax.models import abstract
-from mirrortalk_jax.convert import hooks, name_map, pipeline, sources
+from mirrortalk_jax.convert import hooks, name_map, pipeline, foreign
 from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
-from mirrortalk_jax.convert.sources import ConversionError
+from mirrortalk_jax.convert.foreign import ConversionError
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
 NESTING = ("net_G_ema",)  # where the generator's state dict sits in renderer.pt
@@ -91,7 +91,7 @@ RULES: tuple[Rule, ...] = (
 def renderer_tensors(path: str | os.PathLike, *, nesting: tuple[str, ...] = NESTING) -> dict[str, np.ndarray]:
     """The generator's tensors of a renderer checkpoint: `renderer.pt` (state dict under `net_G_ema`, read with
     weights_only=True) or a safetensors file of that state dict. Keys as in the original (`warpping_net.*`)."""
-    tensors = sources.read_tensors(path, nesting=nesting)
+    tensors = foreign.read_tensors(path, nesting=nesting)
     if not any(k.startswith("mapping_net.") for k in tensors):
         raise ConversionError(f"{path}: no mapping_net.* keys; is this a PIRenderer/DreamTalk renderer state dict "
                               f"(keys seen: {sorted(tensors)[:5]})?")

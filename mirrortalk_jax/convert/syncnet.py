@@ -1,6 +1,6 @@
 """syncnet_python `syncnet_v2.model` (a flat state dict of `SyncNetModel.S`) -> models.syncnet.model.SyncNet.
 
-    tensors = sources.read_tensors("syncnet_v2.model")           # torch file (weights_only=True) or safetensors
+    tensors = foreign.read_tensors("syncnet_v2.model")           # torch file (weights_only=True) or safetensors
     model = pipeline.convert_model(tensors, RULES, configs.syncnet.get_config("released").model)
 
 Source keys are `netcnnaud.<i>.*`, `netcnnlip.<i>.*` (i = position in the original nn.Sequential: conv at i, its
@@ -22,7 +22,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from mirrortalk_jax.convert import hooks, pipeline, sources
+from mirrortalk_jax.convert import hooks, pipeline, foreign
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.models.syncnet import model as syncnet
 
@@ -69,13 +69,13 @@ def model_config(num_layers_in_fc_layers: int = 1024, width_divisor: int = 1,
 def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """The state dict of `syncnet_v2.model` (torch, read with weights_only=True) or a safetensors export of it.
 
-    A `.model` file is read as a torch file (the release's name); other names go by suffix (sources.read_tensors).
+    A `.model` file is read as a torch file (the release's name); other names go by suffix (foreign.read_tensors).
 
     syncnet_python saves the flat state dict without a prefix; a `module.` prefix (DataParallel) is stripped.
     """
-    tensors = sources.read_tensors(path, torch_file=Path(path).suffix == ".model")  # the release's file name
+    tensors = foreign.read_tensors(path, torch_file=Path(path).suffix == ".model")  # the release's file name
     if tensors and all(k.startswith("module.") for k in tensors):
-        tensors = sources.strip_prefix(tensors, "module.", source=str(path))
+        tensors = foreign.strip_prefix(tensors, "module.", source=str(path))
     return tensors
 
 

@@ -93,25 +93,26 @@ def validate_audio(audio: np.ndarray, name: str = "audio") -> np.ndarray:
     return audio.astype(np.float32, copy=False)
 
 
+# Slaney mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above.
+_MEL_F_SP = 200.0 / 3.0
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above."""
+    """Slaney mel scale (see the constants above)."""
     hz = np.asarray(hz, np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep,
-                    hz / f_sp)
+    return np.where(hz >= _MEL_MIN_LOG_HZ,
+                    _MEL_MIN_LOG_MEL + np.log(np.maximum(hz, _MEL_MIN_LOG_HZ) / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP,
+                    hz / _MEL_F_SP)
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     """Inverse of `_hz_to_mel`."""
     mel = np.asarray(mel, np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), mel * f_sp)
+    return np.where(mel >= _MEL_MIN_LOG_MEL, _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (mel - _MEL_MIN_LOG_MEL)),
+                    mel * _MEL_F_SP)
 
 
 def mel_band_edges(cfg: MelConfig = DEFAULT_MEL_CONFIG) -> np.ndarray:

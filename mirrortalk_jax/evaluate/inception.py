@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.models import abstract
-from mirrortalk_jax.convert import hooks, name_map, sources
+from mirrortalk_jax.convert import hooks, name_map, foreign
 from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 
@@ -362,7 +362,7 @@ class InceptionFeatures:
 
 def _check_fc(weight: np.ndarray) -> None:
     if weight.shape != (FC_CLASSES, FEATURE_DIM):
-        raise sources.ConversionError(
+        raise foreign.ConversionError(
             f"fc.weight has shape {weight.shape}, pytorch-fid's FID Inception has ({FC_CLASSES}, {FEATURE_DIM}); "
             "torchvision's ImageNet Inception (1000 classes) gives different, non-comparable FID numbers")
 
@@ -430,7 +430,7 @@ def convert_variables(tensors: Mapping[str, np.ndarray], *, source: str = "check
     """
     tensors = dict(tensors)
     if tensors and all(k.startswith("module.") for k in tensors):
-        tensors = sources.strip_prefix(tensors, "module.", source=source)
+        tensors = foreign.strip_prefix(tensors, "module.", source=source)
     return name_map.convert(tensors, RULES, abstract_variables(), source=source)
 
 
@@ -442,7 +442,7 @@ def convert_state_dict(tensors: Mapping[str, np.ndarray], *, source: str = "chec
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Tensors of `pt_inception-2015-12-05-6726825d.pth` (torch, weights_only=True; needs the `torch` extra) or
     of a safetensors file holding the same keys. Nothing is ever downloaded."""
-    return sources.read_tensors(path)
+    return foreign.read_tensors(path)
 
 
 def convert_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike) -> os.PathLike:
@@ -455,6 +455,6 @@ def load_inception(directory: str | os.PathLike, **kwargs) -> InceptionV3:
     """The InceptionV3 written by `convert_checkpoint` (tools/convert_inception.py); kwargs as InceptionV3."""
     name = converted.model_config(directory).get("name")
     if name != NAME:
-        raise sources.ConversionError(f"{directory} holds a converted {name!r}, not {NAME!r}")
+        raise foreign.ConversionError(f"{directory} holds a converted {name!r}, not {NAME!r}")
     variables = converted.restore(directory, abstract_variables(**kwargs))
     return from_variables(variables, **kwargs)
