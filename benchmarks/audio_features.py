@@ -1,6 +1,6 @@
 """Speech-encoder feature extraction speed and memory: HuBERT-large at full size (random weights).
 
-    python benchmarks/audio_features.py [--config configs/audio_encoders.py:hubert_large] [--seconds 5,20,60]
+    python benchmarks/audio_features.py [--config mirrortalk_jax/configs/released/audio_encoders.py:hubert_large] [--seconds 5,20,60]
         [--chunk_frames 1000 --context_frames 100 --batch_size 1] [--repeats 2] [--compare_seconds 40]
         [--one_shot_memory_seconds 60,300]
 
@@ -81,7 +81,7 @@ def one_shot_memory(model: nnx.Module, seconds: float, layer: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "audio_encoders.py") + ":hubert_large")
+    parser.add_argument("--config", default=base_config.config_path("audio_encoders") + ":hubert_large")
     parser.add_argument("--seconds", default="5,20,60", help="audio lengths to time")
     parser.add_argument("--chunk_frames", type=int, default=1000)
     parser.add_argument("--context_frames", type=int, default=100)

@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> dict:
     from mirrortalk_jax.sample import compiled as sample_compiled
     from mirrortalk_jax.sample import dreamtalk as dt
 
-    config = base_config.load_config_file(str(ROOT / "configs" / "dreamtalk.py"), "released").model
+    config = base_config.load_config_file(base_config.config_path("dreamtalk"), "released").model
     start = time.perf_counter()
     net = dreamtalk.DreamTalk(config, None, nnx.Rngs(0)).net
     num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(net, nnx.Param)))

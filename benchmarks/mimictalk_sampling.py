@@ -4,7 +4,7 @@
         [--steps 20] [--guidance 1.5,1.0] [--method midpoint] [--warmup 0] [--repeats 1] [--check_seconds 4]
         [--json out.json]
 
-The released architecture (configs/mimictalk_a2m.py:released: 16 blocks x 256, 8 heads, 35 M parameters) with
+The released architecture (mirrortalk_jax/configs/mimictalk_a2m.py:released: 16 blocks x 256, 8 heads, 35 M parameters) with
 random weights (speed does not depend on them) generates BFM motion for random HuBERT features
 (`seconds` x 50 Hz x 1024) after a style prompt of `prompt_frames` motion frames with its audio, as the
 original's inference does: the prompt is prepended in time (here 100 + 750 = 850 frames + 16 register tokens),
@@ -53,7 +53,7 @@ MIB = 2**20
 
 
 def build_model(variant: str, query_chunk: int | None = None):
-    config = base_config.load_config_file(str(ROOT / "configs" / "mimictalk_a2m.py"), variant)
+    config = base_config.load_config_file(base_config.config_path("mimictalk_a2m"), variant)
     if query_chunk is not None:
         config.model.attention_query_chunk = query_chunk
     model = create_model(config.model, None, nnx.Rngs(0))

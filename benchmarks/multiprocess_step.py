@@ -1,6 +1,6 @@
 """Train-step time of one process driving 2 devices vs 2 processes driving 1 device each, same global mesh.
 
-    python benchmarks/multiprocess_step.py [--config configs/synthtalk_regression.py:tiny] [--batch_size 8]
+    python benchmarks/multiprocess_step.py [--config mirrortalk_jax/configs/synthtalk_regression.py:tiny] [--batch_size 8]
                                            [--steps 30] [--warmup 3]
 
 Both layouts run the trainer's own pieces (`state.make_training`, `state.state_shardings`, the jitted
@@ -101,7 +101,7 @@ def _layout(args: argparse.Namespace, processes: int, devices_per_process: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/synthtalk_regression.py:tiny")
+    parser.add_argument("--config", default="mirrortalk_jax/configs/synthtalk_regression.py:tiny")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)

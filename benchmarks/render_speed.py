@@ -51,7 +51,7 @@ def _inputs(rng: np.random.Generator, batch: int, size: tuple[int, int], coeff_n
 
 def benchmark(variant: str, batch: int, size: tuple[int, int], batches: int, warmup: int,
               precision: str) -> dict:
-    config = base_config.load_config_file(str(ROOT / "configs" / "pirenderer.py"), variant).model
+    config = base_config.load_config_file(base_config.config_path("pirenderer"), variant).model
     config.precision = precision
     model = create_model(config, None, nnx.Rngs(0))
     graphdef, state = nnx.split(model)

@@ -5,7 +5,7 @@
         [--audio_scale 1.5 --style_scale 2.0] [--long_seconds 10,30,60] [--long_sampler ddim:20]
         [--chunk_frames 64 --overlap_frames 8] [--no_one_shot_memory]
 
-A MirrorTalk model of a configs/mirrortalk.py variant with random weights (speed does not depend on them; the
+A MirrorTalk model of a mirrortalk_jax/configs/mirrortalk.py variant with random weights (speed does not depend on them; the
 denoiser's parameters are perturbed so that its zero-initialised output layers carry signal) samples motion
 for random log-mel audio features and a style code from a random reference clip.
 
@@ -52,7 +52,7 @@ MIB = 2**20
 
 
 def load_config(variant: str):
-    return base_config.load_config_file(str(ROOT / "configs" / "mirrortalk.py"), variant)
+    return base_config.load_config_file(base_config.config_path("mirrortalk"), variant)
 
 
 def parse_sampler(text: str) -> tuple[str, int]:

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    config = base_config.load_config_file(os.path.join(ROOT, "configs", "syncnet.py"), args.variant).model
+    config = base_config.load_config_file(base_config.config_path("syncnet"), args.variant).model
     model = registry.create_model(config, None, nnx.Rngs(0))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(args.frames, 224, 224, 3), dtype=np.uint8)

@@ -3,7 +3,7 @@
     python benchmarks/train_step.py [--variants tiny,base] [--batch_size N] [--window_frames N] [--steps N]
                                     [--warmup N] [--mesh ici_data=1,ici_fsdp=-1]
 
-For each variant of configs/mirrortalk.py the model and train state are built exactly as the trainer builds
+For each variant of mirrortalk_jax/configs/mirrortalk.py the model and train state are built exactly as the trainer builds
 them (`state.make_training`, `mesh.create_mesh`, `state.state_shardings`, the jitted `make_train_step` with
 state shardings, the batch sharding and `donate_argnums=0`), and fed synthetic batches with the input
 pipeline's layout (motion, masks, log-mel audio features, reference clip, speaker index, style params; random
@@ -46,7 +46,7 @@ CPU_BATCH_CAP = 8
 
 
 def load_config(variant: str):
-    return base_config.load_config_file(str(ROOT / "configs" / "mirrortalk.py"), variant)
+    return base_config.load_config_file(base_config.config_path("mirrortalk"), variant)
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -198,7 +198,7 @@ COLUMNS = (("variant", "variant"), ("params", "params"), ("batch_size", "batch")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="tiny,base", help="comma-separated configs/mirrortalk.py variants")
+    parser.add_argument("--variants", default="tiny,base", help="comma-separated mirrortalk_jax/configs/mirrortalk.py variants")
     parser.add_argument("--batch_size", type=int, default=0, help="global batch (0: config's; capped at 8 on CPU)")
     parser.add_argument("--window_frames", type=int, default=0, help="0: the config's window")
     parser.add_argument("--steps", type=int, default=0, help="timed steps (0: 20; on CPU 10 tiny, 3 others)")

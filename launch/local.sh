@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs N training processes on this machine, wired together on a loopback coordinator, as on a real cluster.
 #
-#   launch/local.sh 2 --config=configs/synthtalk_regression.py:tiny --workdir=runs/local2
+#   launch/local.sh 2 --config=mirrortalk_jax/configs/synthtalk_regression.py:tiny --workdir=runs/local2
 #
 # Each process sees DEVICES_PER_PROCESS CPU devices (default 2) unless it has accelerators. Logs go to
 # WORKDIR_LOGS (default runs/local_logs)/process_<i>.log. If one process fails, the others are stopped.

@@ -12,10 +12,10 @@
 # be on a filesystem every node shares.
 #
 #   # submit (outside an allocation this script submits itself with sbatch):
-#   launch/slurm.sh --config=configs/mirrortalk.py:large --workdir=/shared/runs/mirrortalk_large
+#   launch/slurm.sh --config=mirrortalk_jax/configs/mirrortalk.py:large --workdir=/shared/runs/mirrortalk_large
 #   # 4 nodes, one process per GPU (Slurm binds one GPU to each task):
 #   sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-task=1 launch/slurm.sh \
-#     --config=configs/mirrortalk.py:base --workdir=/shared/runs/mirrortalk_base
+#     --config=mirrortalk_jax/configs/mirrortalk.py:base --workdir=/shared/runs/mirrortalk_base
 #
 # Environment: COORDINATOR_PORT (default: derived from the job id), PYTHON (default python3), DRY_RUN=1 prints
 # the commands instead of running them. `--signal=TERM@180` asks Slurm for SIGTERM 3 minutes before the time

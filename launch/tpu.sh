@@ -4,13 +4,13 @@
 # with a log per worker, and stops all workers when one fails. The workdir (checkpoints, metrics) must be a
 # gs:// path: every worker reads and writes the same run.
 #
-#   # v5p-64: 32 chips on 8 workers (configs/mirrortalk.py:large shards parameters over them: FSDP)
+#   # v5p-64: 32 chips on 8 workers (mirrortalk_jax/configs/mirrortalk.py:large shards parameters over them: FSDP)
 #   TPU_NAME=mirrortalk-v5p ZONE=us-east5-a ACCELERATOR=v5p-64 RUNTIME=v2-alpha-tpuv5 \
-#     launch/tpu.sh --config=configs/mirrortalk.py:large --workdir=gs://my-bucket/runs/mirrortalk_large
+#     launch/tpu.sh --config=mirrortalk_jax/configs/mirrortalk.py:large --workdir=gs://my-bucket/runs/mirrortalk_large
 #
 #   # v5e-16 (v5litepod-16): 16 chips on 4 workers, spot capacity
 #   TPU_NAME=mirrortalk-v5e ZONE=us-west4-a ACCELERATOR=v5litepod-16 RUNTIME=v2-alpha-tpuv5-lite SPOT=1 \
-#     launch/tpu.sh --config=configs/mirrortalk.py:base --workdir=gs://my-bucket/runs/mirrortalk_base \
+#     launch/tpu.sh --config=mirrortalk_jax/configs/mirrortalk.py:base --workdir=gs://my-bucket/runs/mirrortalk_base \
 #     --config.data.dataset_dir=gs://my-bucket/data/synthtalk
 #
 # Environment: TPU_NAME, ZONE (required); PROJECT (default: gcloud's); ACCELERATOR and RUNTIME (to create the

@@ -1,6 +1,9 @@
-"""Defaults shared by every experiment config (configs/*.py); each experiment file overrides what it needs.
+"""Defaults shared by every experiment config (mirrortalk_jax/configs/*.py); each experiment file overrides what it
+needs, and `config_path` / `load_config_file` find and load them from any working directory."""
 
-It lives in the package so config files load from any working directory."""
+from __future__ import annotations
+
+from pathlib import Path
 
 import ml_collections
 
@@ -63,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def variant(arg: str | None, choices, default: str) -> str:
-    """The config variant asked for (`configs/x.py:<variant>`), checked against `choices`."""
+    """The config variant asked for (`mirrortalk_jax/configs/x.py:<variant>`), checked against `choices`."""
     name = arg or default
     if name not in choices:
         raise ValueError(f"unknown variant {name!r}: use one of {sorted(choices)}")
@@ -71,7 +74,7 @@ def variant(arg: str | None, choices, default: str) -> str:
 
 
 def variant_and_options(arg: str | None, choices, default: str, options=()) -> tuple[str, frozenset[str]]:
-    """`configs/x.py:tiny,no_hsic` -> ("tiny", {"no_hsic"}): a variant plus options, each checked."""
+    """`mirrortalk_jax/configs/x.py:tiny,no_hsic` -> ("tiny", {"no_hsic"}): a variant plus options, each checked."""
     name, *opts = (arg or default).split(",")
     unknown = sorted(set(opts) - set(options))
     if unknown:
@@ -79,7 +82,7 @@ def variant_and_options(arg: str | None, choices, default: str, options=()) -> t
     return variant(name or default, choices, default), frozenset(opts)
 
 
-# The MirrorTalk paper's ablations as config options (`configs/style_encoder.py:tiny,no_hsic`): model-config
+# The MirrorTalk paper's ablations as config options (`mirrortalk_jax/configs/style_encoder.py:tiny,no_hsic`): model-config
 # overrides of the style encoder (stage 1) and of the generator (stage 2).
 STYLE_ENCODER_ABLATIONS = {
     "no_memory_bank": {"num_slots": 0},
@@ -111,9 +114,22 @@ def cpu_budget(config: ml_collections.ConfigDict, *, batch_size: int, num_steps:
         config.train.learning_rate = learning_rate
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped with the package (installed or not)
+
+
+def config_path(name: str) -> str:
+    """The file of the config `name`: an experiment (configs/<name>.py) or a released network's converter
+    spec (configs/released/<name>.py)."""
+    for folder in (CONFIG_DIR, CONFIG_DIR / "released"):
+        if (folder / f"{name}.py").is_file():
+            return str(folder / f"{name}.py")
+    known = sorted(p.stem for folder in (CONFIG_DIR, CONFIG_DIR / "released") for p in folder.glob("[!_]*.py"))
+    raise FileNotFoundError(f"no config named {name!r}; known: {known}")
+
+
 def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
-    """`get_config(variant)` of a config file given by path ("configs/x.py", or "configs/x.py:tiny"), as the
-    --config flag reads it, for scripts, benchmarks and tests."""
+    """`get_config(variant)` of a config file given by path ("mirrortalk_jax/configs/x.py", or
+    "mirrortalk_jax/configs/x.py:tiny"), as the --config flag reads it, for scripts, benchmarks and tests."""
     import importlib.util
     import os
 

@@ -3,17 +3,17 @@
     mirrortalk demo [--workdir runs/demo] [--dataset_variant default] [--ablations no_hsic,...]
 
 1. Builds SynthTalk (`default` size unless told otherwise) under DATA_ROOT, or reuses a complete build.
-2. Trains each stage with the repository's configs (`:tiny` variants, so a 2-core CPU finishes in minutes),
+2. Trains each stage with the package's configs (`:tiny` variants, so a 2-core CPU finishes in minutes),
    each a normal training run in WORKDIR/runs/<stage> that later stages load and freeze:
-     motion_expert   configs/motion_expert.py          the lip-sync expert (stage 0; also the sync judge)
-     style_encoder   configs/style_encoder.py          SDSE, content supervision from the expert (stage 1)
-     mirrortalk      configs/mirrortalk.py             the DiT generator, SDSE + expert frozen (stage 2)
-     regression      configs/synthtalk_regression.py   the audio-only baseline
-     style_judge     configs/style_encoder.py, own seed, random content projection: the INDEPENDENT
+     motion_expert   mirrortalk_jax/configs/motion_expert.py          the lip-sync expert (stage 0; also the sync judge)
+     style_encoder   mirrortalk_jax/configs/style_encoder.py          SDSE, content supervision from the expert (stage 1)
+     mirrortalk      mirrortalk_jax/configs/mirrortalk.py             the DiT generator, SDSE + expert frozen (stage 2)
+     regression      mirrortalk_jax/configs/synthtalk_regression.py   the audio-only baseline
+     style_judge     mirrortalk_jax/configs/style_encoder.py, own seed, random content projection: the INDEPENDENT
                      style encoder behind StyleSim (never the generator's own SDSE)
-     dreamtalk_lip_expert  configs/dreamtalk_lip_expert.py  DreamTalk's style-aware lip expert, then
-     dreamtalk       configs/dreamtalk.py                DreamTalk's denoiser with that expert's sync loss (a row)
-     mimictalk_a2m   configs/mimictalk_a2m.py            MimicTalk's ICS-A2M (a row of the table)
+     dreamtalk_lip_expert  mirrortalk_jax/configs/dreamtalk_lip_expert.py  DreamTalk's style-aware lip expert, then
+     dreamtalk       mirrortalk_jax/configs/dreamtalk.py                DreamTalk's denoiser with that expert's sync loss (a row)
+     mimictalk_a2m   mirrortalk_jax/configs/mimictalk_a2m.py            MimicTalk's ICS-A2M (a row of the table)
    plus, per requested ablation, its own style encoder and/or generator run.
    A finished stage is reused and an interrupted one resumes from its last checkpoint, so re-running the
    demo continues where it stopped.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -36,8 +35,6 @@ import ml_collections
 
 from mirrortalk_jax import base_config
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = Path(os.environ.get("MIRRORTALK_CONFIG_DIR", ROOT / "configs"))
 BASELINES = ("Ground Truth", "Mean motion", "Nearest-neighbour audio retrieval", "Audio-only regression")
 # The published systems re-implemented here, trained on the same data as rows of the table.
 COMPETITORS = {"dreamtalk": "DreamTalk", "mimictalk_a2m": "MimicTalk ICS-A2M"}
@@ -57,7 +54,7 @@ class DemoSettings:
     dataset_variant: str = "default"
     config_variant: str = "tiny"
     ablations: tuple[str, ...] = ()
-    competitors: tuple[str, ...] = tuple(COMPETITORS)  # DreamTalk / ICS-A2M rows (configs/<name>.py)
+    competitors: tuple[str, ...] = tuple(COMPETITORS)  # DreamTalk / ICS-A2M rows (mirrortalk_jax/configs/<name>.py)
     steps: tuple[tuple[str, int], ...] = ()  # (stage, training steps) overrides
     splits: tuple[str, ...] = ("heldout_sentences", "heldout_speakers")
     max_clips: int = 48  # per evaluation split (0: all)
@@ -77,7 +74,7 @@ class Stage:
 
 
 def _config(name: str, variant: str) -> ml_collections.ConfigDict:
-    return base_config.load_config_file(str(CONFIG_DIR / f"{name}.py"), variant)
+    return base_config.load_config_file(base_config.config_path(name), variant)  # shipped in the package
 
 
 def _train_speakers(dataset_dir: Path) -> int:

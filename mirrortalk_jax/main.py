@@ -1,6 +1,6 @@
 """Training entry point, Flax-examples style.
 
-    python -m mirrortalk_jax.main --config=configs/synthtalk_regression.py:tiny --workdir=runs/regression
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/synthtalk_regression.py:tiny --workdir=runs/regression
 
 Any config field can be overridden: --config.train.num_steps=500. The logic lives in
 `mirrortalk_jax.train.trainer.train_and_evaluate`, which tests and notebooks call directly.
@@ -14,7 +14,7 @@ from mirrortalk_jax.train import distributed, trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumed if it has them).")
-config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/x.py:tiny.",
+config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. mirrortalk_jax/configs/x.py:tiny.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 

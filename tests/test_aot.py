@@ -19,7 +19,7 @@ from tests.test_trainer import ROOT
 
 
 def _tiny(**mesh):
-    config = base_config.load_config_file(os.path.join(ROOT, "configs/synthtalk_regression.py"), "tiny")
+    config = base_config.load_config_file(os.path.join(ROOT, "mirrortalk_jax/configs/synthtalk_regression.py"), "tiny")
     config.mesh.update(mesh)
     return config
 
@@ -81,7 +81,7 @@ def test_tool_compiles_for_a_tpu_slice_or_says_it_stood_in(tmp_path):
     says so."""
     have_libtpu = bool(importlib.util.find_spec("libtpu") or os.environ.get("TPU_LIBRARY_PATH"))
     out = tmp_path / "report.json"
-    result = subprocess.run([sys.executable, "tools/aot_compile.py", "--config=configs/synthtalk_regression.py:tiny",
+    result = subprocess.run([sys.executable, "tools/aot_compile.py", "--config=mirrortalk_jax/configs/synthtalk_regression.py:tiny",
                              "--topology=v5e-8", f"--json={out}", "--config.mesh.ici_fsdp=2",
                              "--config.mesh.ici_data=4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -77,7 +77,7 @@ def test_a_wrong_weight_fails_the_fixture_check(tmp_path):
 
 @pytest.mark.parametrize("folder,variant", MANIFESTS, ids=lambda x: getattr(x, "name", x))
 def test_full_size_manifest_fills_the_released_model_exactly(folder, variant):
-    config = base_config.load_config_file(str(ROOT / "configs" / "audio_encoders.py"), variant).model
+    config = base_config.load_config_file(base_config.config_path("audio_encoders"), variant).model
     abstract = abstract_variables(builder(config, None))
     manifest = json.loads((folder / "manifest_full.json").read_text())["keys"]
     name_map.check_manifest(manifest, hf_audio.RULES, abstract)  # every key used, every param filled, shapes equal

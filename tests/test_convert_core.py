@@ -15,7 +15,7 @@ from mirrortalk_jax.runs import converted
 from mirrortalk_jax.convert.name_map import Rule
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC as MOTION_SPEC
 from mirrortalk_jax.runs import loader
-from configs import synthtalk_regression
+from mirrortalk_jax.configs import synthtalk_regression
 
 
 class Toy(nnx.Module):

@@ -92,7 +92,7 @@ def test_iterator_and_state_resume_across_process_counts_and_meshes(micro_datase
     np.testing.assert_array_equal(next(second)["clip_index"], want[0]["clip_index"][1::2])
 
 
-FLAGS = ["--config=configs/synthtalk_regression.py:tiny", "--config.data.window_frames=16",
+FLAGS = ["--config=mirrortalk_jax/configs/synthtalk_regression.py:tiny", "--config.data.window_frames=16",
          "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.eval_every=0",
          "--config.train.checkpoint_every=4", "--config.train.warmup_steps=2", "--config.train.decay_steps=8"]
 

@@ -79,7 +79,7 @@ def _manifest():
 
 
 def test_released_manifest_fills_the_released_config_exactly():
-    config = _load_config("configs/dreamtalk.py", "released").model
+    config = _load_config("mirrortalk_jax/configs/dreamtalk.py", "released").model
     abstract = abstract_variables(builder(config, None))
     manifest, entries = _manifest()
     assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(abstract)) == manifest["num_params"] == 11_857_729
@@ -92,7 +92,7 @@ def test_released_manifest_fills_the_released_config_exactly():
               for e in entries]
     with pytest.raises(ConversionError, match="linear1.weight.*vs expected"):
         name_map.check_manifest(broken, convert_dt.rules(config), abstract)
-    tiny = _load_config("configs/dreamtalk.py", "tiny").model
+    tiny = _load_config("mirrortalk_jax/configs/dreamtalk.py", "tiny").model
     with pytest.raises((ConversionError, ValueError)):
         name_map.check_manifest(entries, convert_dt.rules(config), abstract_variables(
             builder(tiny, SYNTHTALK_SPEC)))

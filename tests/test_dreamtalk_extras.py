@@ -28,7 +28,7 @@ K = 5
 
 
 def _config(name, variant="tiny"):
-    return base_config.load_config_file(os.path.join(ROOT, f"configs/{name}.py"), variant)
+    return base_config.load_config_file(base_config.config_path(name), variant)
 
 
 def _model(config, seed=0):

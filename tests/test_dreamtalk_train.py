@@ -26,7 +26,7 @@ from tests.test_trainer import _load_config
 
 
 def _random_config(decoder_layers=3, d=16):
-    config = _load_config("configs/dreamtalk.py", "tiny").model
+    config = _load_config("mirrortalk_jax/configs/dreamtalk.py", "tiny").model
     config.update(d_model=d, win_size=2, style_max_len=12, dropout=0.0)
     for stack in (config.content_encoder, config.style_encoder, config.decoder):
         stack.update(num_heads=2, num_layers=1, ffn_dim=24)
@@ -108,7 +108,7 @@ def test_ddpm_sampler_follows_the_original_update():
 
 def _small_config(dataset=None, **train):
     """The tiny config at half width, one layer per stack, 16-frame windows."""
-    config = _load_config("configs/dreamtalk.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/dreamtalk.py", "tiny")
     if dataset is not None:
         config.data.dataset_dir = str(dataset)
     config.data.window_frames = 16
@@ -139,7 +139,7 @@ def test_tiny_training_lowers_the_loss(tiny_dataset, tmp_path):
 def lip_expert_run(tiny_dataset, tmp_path_factory):
     """A few steps of the tiny lip expert config: weights to load and freeze (not a good expert yet)."""
     workdir = tmp_path_factory.mktemp("dt_lip_expert")
-    config = _load_config("configs/dreamtalk_lip_expert.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/dreamtalk_lip_expert.py", "tiny")
     config.data.dataset_dir = str(tiny_dataset)
     config.data.window_frames = 16
     config.train.update({"batch_size": 8, "num_steps": 3, "log_every": 1, "eval_every": 0, "checkpoint_every": 1000,
@@ -154,7 +154,7 @@ def _with_expert(config, run, weight=0.5):
 
 
 def _part(name: str, rngs: nnx.Rngs = None):
-    """A part as runs.loader builds it from a run: here from the named config ("configs/NAME.py:tiny")."""
+    """A part as runs.loader builds it from a run: here from the named config ("mirrortalk_jax/configs/NAME.py:tiny")."""
     path, variant = name.split(":")
     return create_model(_load_config(path, variant).model, SYNTHTALK_SPEC, rngs or nnx.Rngs(1))
 
@@ -177,7 +177,7 @@ def test_sync_loss_trains_with_the_expert_loaded_and_frozen(tiny_dataset, lip_ex
 
 
 def test_sync_term_reaches_the_denoiser_gradient():
-    run = "configs/dreamtalk_lip_expert.py:tiny"
+    run = "mirrortalk_jax/configs/dreamtalk_lip_expert.py:tiny"
     model = create_model(_with_expert(_small_config(), run).model, SYNTHTALK_SPEC, nnx.Rngs(0),
                          lip_expert=_part(run))
     assert registry.frozen_subtrees(model) == ("lip_expert",)
@@ -216,12 +216,12 @@ def test_lip_expert_must_read_the_denoisers_audio_features():
         config.model.update(model)
         return nnx.eval_shape(lambda: create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(0), lip_expert=_part(run)))
 
-    build("configs/dreamtalk_lip_expert.py:tiny")  # 320-d log-mel per frame on both sides
+    build("mirrortalk_jax/configs/dreamtalk_lip_expert.py:tiny")  # 320-d log-mel per frame on both sides
     # 2 rows of 320 per frame: 640-d features, the expert reads 320
-    with pytest.raises(ValueError, match=r"reads 320-d .*dreamtalk_lip_expert\.py.* carry 640 \(configs/dreamtalk\.py"):
-        build("configs/dreamtalk_lip_expert.py:tiny", audio_stride=2)
-    with pytest.raises(TypeError, match="not a configs/dreamtalk_lip_expert.py lip expert"):
-        build("configs/motion_expert.py:tiny")
+    with pytest.raises(ValueError, match=r"reads 320-d .*dreamtalk_lip_expert\.py.* carry 640 \(mirrortalk_jax/configs/dreamtalk\.py"):
+        build("mirrortalk_jax/configs/dreamtalk_lip_expert.py:tiny", audio_stride=2)
+    with pytest.raises(TypeError, match="not a mirrortalk_jax/configs/dreamtalk_lip_expert.py lip expert"):
+        build("mirrortalk_jax/configs/motion_expert.py:tiny")
 
 
 def test_style_code_interface_and_sampling_of_the_wrapper():

@@ -158,7 +158,7 @@ def test_features_computed_by_an_audio_encoder(files, ckpt, tmp_path, capsys):
 def predictor_run(ckpt, tmp_path_factory):
     """An untrained tiny style predictor for the fixture denoiser (32-d codes, 2 x 1024 audio per frame), saved
     as a checkpoint `load_model` reads (training one needs a dataset with wav2vec2 features)."""
-    config = base_config.load_config_file(str(ROOT / "configs" / "dreamtalk_style_predictor.py"), "tiny").model
+    config = base_config.load_config_file(base_config.config_path("dreamtalk_style_predictor"), "tiny").model
     config.update(audio_dim=2 * 1024, audio_mean=0.0, audio_std=1.0)
     channels = tuple(f"exp{i}" for i in range(64))
     spec = MotionSpec("bfm64_expression", channels, {"lower": channels[:13], "upper": channels[13:], "eyes": (),

@@ -32,7 +32,7 @@ def _tpu(*flags, **env):
 
 
 def test_tpu_dry_run_creates_copies_sets_up_cleans_and_runs_on_every_worker():
-    result = _tpu("--config=configs/mirrortalk.py:large", "--workdir=gs://bucket/runs/large", PROJECT="my-proj")
+    result = _tpu("--config=mirrortalk_jax/configs/mirrortalk.py:large", "--workdir=gs://bucket/runs/large", PROJECT="my-proj")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     where = "--zone=us-east5-a --project=my-proj"
@@ -58,7 +58,7 @@ def test_tpu_dry_run_creates_copies_sets_up_cleans_and_runs_on_every_worker():
 
 
 def test_tpu_spot_and_flag_quoting():
-    result = _tpu("--workdir=gs://b/r", "--config=configs/mirrortalk.py:base", "--config.train.init_from=a b",
+    result = _tpu("--workdir=gs://b/r", "--config=mirrortalk_jax/configs/mirrortalk.py:base", "--config.train.init_from=a b",
                   SPOT="1")
     assert result.returncode == 0, result.stderr
     assert "--version=v2-alpha-tpuv5 --spot" in result.stdout
@@ -81,20 +81,20 @@ def _slurm(*flags, **env):
 
 
 def test_slurm_dry_run_submits_itself_outside_an_allocation():
-    result = _slurm("--config=configs/mirrortalk.py:large", "--workdir=/shared/runs/large")
+    result = _slurm("--config=mirrortalk_jax/configs/mirrortalk.py:large", "--workdir=/shared/runs/large")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"+ sbatch --chdir={ROOT} launch/slurm.sh --config=configs/mirrortalk.py:large "
+    assert result.stdout.strip() == (f"+ sbatch --chdir={ROOT} launch/slurm.sh --config=mirrortalk_jax/configs/mirrortalk.py:large "
                                      "--workdir=/shared/runs/large")
 
 
 def test_slurm_dry_run_inside_an_allocation_starts_every_process():
-    result = _slurm("--config=configs/mirrortalk.py:base", "--workdir=/shared/runs/base", SLURM_JOB_ID="4242",
+    result = _slurm("--config=mirrortalk_jax/configs/mirrortalk.py:base", "--workdir=/shared/runs/base", SLURM_JOB_ID="4242",
                     SLURM_JOB_NODELIST="gpu-a,gpu-b", SLURM_NTASKS="16", PATH="/usr/bin:/bin")
     assert result.returncode == 0, result.stderr
     env_line, srun = result.stdout.strip().splitlines()
     assert env_line == "+ export MIRRORTALK_COORDINATOR=gpu-a:24242 MIRRORTALK_NUM_PROCESSES=16"
     assert srun.startswith("+ srun --kill-on-bad-exit=1 ")
     assert "MIRRORTALK_PROCESS_ID=$SLURM_PROCID" in srun and "-m mirrortalk_jax.main" in srun
-    assert srun.endswith("--config=configs/mirrortalk.py:base --workdir=/shared/runs/base")
+    assert srun.endswith("--config=mirrortalk_jax/configs/mirrortalk.py:base --workdir=/shared/runs/base")
     # The sbatch header asks for SIGTERM before the time limit (the run saves and exits on it).
     assert "#SBATCH --signal=TERM@" in open(os.path.join(ROOT, "launch/slurm.sh")).read()

@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data",),
     ("objectives",),
     ("models",),
+    ("configs",),  # experiment configs and released networks' specs (they may read a model module's defaults)
     ("sample",),
     ("runs",),
     ("convert",),

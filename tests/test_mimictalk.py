@@ -94,7 +94,7 @@ def test_check_fixture_tool_exit_codes(tmp_path):
 def test_full_size_manifest_fills_the_released_configs(variant, config_variant):
     """The released layout (both aux settings, both backbone prefixes) fills our eval_shape tree exactly."""
     manifest = _manifest(variant)
-    config = _load_config("configs/mimictalk_a2m.py", config_variant).model
+    config = _load_config("mirrortalk_jax/configs/mimictalk_a2m.py", config_variant).model
     abstract = abstract_variables(builder(config, None))
     name_map.check_manifest(manifest, mimictalk.rules(config), abstract)
     n_params = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(abstract) if v.type is nnx.Param)
@@ -242,7 +242,7 @@ def test_attention_in_query_blocks_equals_one_block():
 
 
 def _tiny(**model):
-    config = _load_config("configs/mimictalk_a2m.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/mimictalk_a2m.py", "tiny")
     config.model.update({"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "audio_width": 32,
                          "time_hidden_dim": 64}, **model)
     return config

@@ -22,7 +22,7 @@ SMALL = dict(hidden=32, num_layers=1, num_heads=2)
 
 
 def _config(name, dataset, **train):
-    config = _load_config(f"configs/{name}.py", "tiny")
+    config = _load_config(f"mirrortalk_jax/configs/{name}.py", "tiny")
     config.data.dataset_dir = str(dataset)
     config.data.window_frames = 16
     config.data.reference_frames = 24
@@ -81,7 +81,7 @@ def test_sharded_step_matches_one_device(micro_dataset, tmp_path):
     sharded = trainer.train_and_evaluate(config, tmp_path / "mesh")
     kernel = sharded.params["denoiser"]["blocks"][0]["mlp"]["up"]["kernel"]
     assert kernel.value.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
-    flags = [f"--config={ROOT}/configs/mirrortalk.py:tiny", f"--workdir={tmp_path / 'one'}",
+    flags = [f"--config={ROOT}/mirrortalk_jax/configs/mirrortalk.py:tiny", f"--workdir={tmp_path / 'one'}",
              f"--config.data.dataset_dir={micro_dataset}", "--config.data.window_frames=16",
              "--config.data.reference_frames=24", "--config.train.batch_size=8", "--config.train.num_steps=2",
              "--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.warmup_steps=1",

@@ -24,7 +24,7 @@ K = 5
 
 
 def _config(arg="tiny"):
-    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs/motion_expert.py"))
+    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "mirrortalk_jax/configs/motion_expert.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)

@@ -10,7 +10,7 @@ from mirrortalk_jax.train import distributed
 from mirrortalk_jax.train.metrics import read_metrics
 from tests.test_trainer import ROOT
 
-FLAGS = ["--config=configs/synthtalk_regression.py:tiny", "--config.train.num_steps=6", "--config.train.log_every=1",
+FLAGS = ["--config=mirrortalk_jax/configs/synthtalk_regression.py:tiny", "--config.train.num_steps=6", "--config.train.log_every=1",
          "--config.train.eval_every=0", "--config.train.checkpoint_every=3", "--config.train.warmup_steps=2",
          "--config.data.window_frames=16"]
 
@@ -42,7 +42,7 @@ def test_two_processes_match_one(micro_dataset, tmp_path):
 
 
 def test_launcher_stops_everything_when_one_process_fails(tmp_path):
-    bad = subprocess.run(["bash", "launch/local.sh", "2", "--config=configs/does_not_exist.py",
+    bad = subprocess.run(["bash", "launch/local.sh", "2", "--config=mirrortalk_jax/configs/does_not_exist.py",
                           f"--workdir={tmp_path}"], cwd=ROOT, env={**_env(1), "WORKDIR_LOGS": str(tmp_path / "logs")},
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "failed" in bad.stderr

@@ -14,7 +14,8 @@ from flax import nnx
 from jax import lax
 from safetensors.numpy import save_file
 
-from configs import pirenderer as pirenderer_configs
+from mirrortalk_jax import base_config
+from mirrortalk_jax.configs.released import pirenderer as pirenderer_configs
 from mirrortalk_jax.models.abstract import abstract_variables, builder
 from mirrortalk_jax import fixtures
 from mirrortalk_jax.convert import name_map, foreign
@@ -210,7 +211,7 @@ def test_convert_tool_takes_the_renderer_config(tmp_path, model, io, capsys):
     conf = json.loads((FIXTURE / "config.json").read_text())["renderer_conf"]
     (tmp_path / "renderer_conf.yaml").write_text(yaml.safe_dump(conf))
     specs = [str(tmp_path / "renderer_conf.yaml"), str(FIXTURE / "config.json"),
-             str(Path(__file__).parents[1] / "configs" / "pirenderer.py") + ":small"]
+             base_config.config_path("pirenderer") + ":small"]
     sizes = lambda c: {k: v for k, v in c.to_dict().items() if k != "image_size"}  # noqa: E731
     for i, spec in enumerate(specs):
         out = tmp_path / f"ckpt{i}"

@@ -76,7 +76,7 @@ def _checkpoint_steps(workdir):
 
 @pytest.mark.slow
 def test_sigterm_to_one_process_saves_everywhere_and_resumes(micro_dataset, tmp_path):
-    flags = [f"--config={ROOT}/configs/synthtalk_regression.py:tiny", f"--config.data.dataset_dir={micro_dataset}",
+    flags = [f"--config={ROOT}/mirrortalk_jax/configs/synthtalk_regression.py:tiny", f"--config.data.dataset_dir={micro_dataset}",
              "--config.data.window_frames=16", "--config.train.batch_size=8", "--config.train.log_every=1",
              "--config.train.eval_every=0", "--config.train.checkpoint_every=100000", "--config.train.warmup_steps=2",
              "--config.train.decay_steps=40", "--config.train.preemption_sync_every=2"]

@@ -22,14 +22,14 @@ from tests.test_trainer import _load_config
 @pytest.fixture(scope="module")
 def expert_dir(tmp_path_factory):
     """A motion expert stored as a converted checkpoint (what tools/convert_*.py write): a part's run."""
-    config = _load_config("configs/motion_expert.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/motion_expert.py", "tiny")
     model = create_model(config.model, SYNTHTALK_SPEC, nnx.Rngs(7))
     return converted.save(tmp_path_factory.mktemp("expert") / "expert", nnx.state(model, nnx.Not(nnx.RngState)),
                           model_config=config.model, motion_spec=SYNTHTALK_SPEC)
 
 
 def _sdse_config(expert_dir, **model):
-    config = _load_config("configs/style_encoder.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/style_encoder.py", "tiny")
     config.model.update(dict(content_encoder_workdir=str(expert_dir), **model))
     return config
 
@@ -52,7 +52,7 @@ def test_a_part_from_a_run_is_built_from_its_stored_config_and_listed_for_loadin
 def test_nested_parts_of_a_part_built_from_its_sub_config(expert_dir):
     """MirrorTalk builds its SDSE from model.style_encoder; that SDSE's content encoder comes from a run: the
     recipe loads it under style_encoder/content_encoder and keeps it frozen while the SDSE trains."""
-    config = _load_config("configs/mirrortalk.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/mirrortalk.py", "tiny")
     config.model.style_encoder_workdir = ""
     config.model.motion_expert_workdir = str(expert_dir)
     config.model.style_encoder.content_encoder_workdir = str(expert_dir)
@@ -109,7 +109,7 @@ def test_trained_composite_run_loads_without_its_parts_folders(micro_dataset, ex
 
 def test_restore_reads_only_the_fields_asked_for(micro_dataset, tmp_path):
     """Inference restores never touch the optimizer moments: restore_fields returns just what it was asked."""
-    config = _load_config("configs/synthtalk_regression.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/synthtalk_regression.py", "tiny")
     config.data.dataset_dir = str(micro_dataset)
     config.data.window_frames = 16
     config.train.update(dict(batch_size=8, num_steps=2, log_every=1, eval_every=0, checkpoint_every=2,

@@ -33,7 +33,8 @@ def _variants(path):
     return [None]
 
 
-CONFIGS = [(os.path.relpath(path, ROOT), variant) for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "mirrortalk_jax", "configs", "**", "[!_]*.py"), recursive=True))
+CONFIGS = [(os.path.relpath(path, ROOT), variant) for path in CONFIG_FILES
            for variant in _variants(path)]
 
 
@@ -65,8 +66,9 @@ def _abstract_state(path, variant):
 
 
 def test_every_config_variant_is_walked():
-    assert ("configs/mirrortalk.py", "large") in CONFIGS and ("configs/synthtalk_regression.py", "tiny") in CONFIGS
-    assert len({path for path, _ in CONFIGS}) == len(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+    assert ("mirrortalk_jax/configs/mirrortalk.py", "large") in CONFIGS
+    assert ("mirrortalk_jax/configs/synthtalk_regression.py", "tiny") in CONFIGS
+    assert len({path for path, _ in CONFIGS}) == len(CONFIG_FILES) > 10
 
 
 @pytest.mark.parametrize("path, variant", CONFIGS)

@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**model):
-    spec = importlib.util.spec_from_file_location("style_cfg", os.path.join(ROOT, "configs/style_encoder.py"))
+    spec = importlib.util.spec_from_file_location("style_cfg", os.path.join(ROOT, "mirrortalk_jax/configs/style_encoder.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config("tiny")
@@ -289,7 +289,7 @@ def test_training_clusters_speakers(tiny_dataset, tmp_path):
 
 
 def _load_expert_config(arg):
-    spec = importlib.util.spec_from_file_location("expert_cfg", os.path.join(ROOT, "configs/motion_expert.py"))
+    spec = importlib.util.spec_from_file_location("expert_cfg", os.path.join(ROOT, "mirrortalk_jax/configs/motion_expert.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)

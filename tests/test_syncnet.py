@@ -38,7 +38,7 @@ def _tool(name):
 
 
 def _config(variant):
-    return base_config.load_config_file(os.path.join(ROOT, "configs", "syncnet.py"), variant).model
+    return base_config.load_config_file(base_config.config_path("syncnet"), variant).model
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, tiny_model, io_npz)
     from mirrortalk_jax.runs import loader
 
     tool = _tool("convert_syncnet")
-    config = os.path.join(ROOT, "configs", "syncnet.py") + ":tiny"
+    config = base_config.config_path("syncnet") + ":tiny"
     out = tmp_path / "syncnet"
     assert tool.main(["--checkpoint", WEIGHTS, "--out", str(out), f"--config={config}"]) == 0
     loaded = loader.load_model(out)

@@ -26,7 +26,7 @@ def _load_config(path, arg):
 
 
 def _config(dataset, **train):
-    config = _load_config("configs/synthtalk_regression.py", "tiny")
+    config = _load_config("mirrortalk_jax/configs/synthtalk_regression.py", "tiny")
     config.data.dataset_dir = str(dataset)
     config.data.window_frames = 16
     config.train.update(dict(batch_size=8, num_steps=20, log_every=1, eval_every=0, checkpoint_every=10,
@@ -89,7 +89,7 @@ def test_batch_size_must_fit_the_mesh(micro_dataset, tmp_path):
 
 def test_sigterm_saves_and_exits_cleanly(micro_dataset, tmp_path):
     workdir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mirrortalk_jax.main", f"--config={ROOT}/configs/synthtalk_regression.py:tiny",
+    cmd = [sys.executable, "-m", "mirrortalk_jax.main", f"--config={ROOT}/mirrortalk_jax/configs/synthtalk_regression.py:tiny",
            f"--workdir={workdir}", f"--config.data.dataset_dir={micro_dataset}", "--config.train.num_steps=100000",
            "--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.checkpoint_every=100000"]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
@@ -107,11 +107,11 @@ def test_sigterm_saves_and_exits_cleanly(micro_dataset, tmp_path):
 
 
 def test_every_config_loads_and_documents_its_command():
-    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
+    for path in sorted(glob.glob(os.path.join(ROOT, "mirrortalk_jax", "configs", "**", "[!_]*.py"), recursive=True)):
         doc = open(path).read().split('"""')[1]
         # Frozen ports of released models (evaluation only) document their converter command instead.
         frozen = "python tools/convert_" in doc
-        assert frozen or "python -m mirrortalk_jax.main --config=configs/" in doc, path
+        assert frozen or "python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/" in doc, path
         if frozen:  # no training section: the model is built from converted weights
             assert _load_config(os.path.relpath(path, ROOT), None).model.name, path
             continue
@@ -183,7 +183,7 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(micro_dataset, tmp
 def test_killed_run_resumes_with_the_same_losses(micro_dataset, tmp_path):
     """SIGKILL mid-run (no chance to save), restart: the run continues from the last checkpoint and every
     loss from there on equals the uninterrupted run's."""
-    flags = [f"--config={ROOT}/configs/synthtalk_regression.py:tiny", f"--config.data.dataset_dir={micro_dataset}",
+    flags = [f"--config={ROOT}/mirrortalk_jax/configs/synthtalk_regression.py:tiny", f"--config.data.dataset_dir={micro_dataset}",
              "--config.data.window_frames=16", "--config.train.batch_size=8", "--config.train.num_steps=30",
              "--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.checkpoint_every=4",
              "--config.train.decay_steps=30", "--config.train.warmup_steps=2"]

@@ -1,10 +1,10 @@
 r"""Compiles the train step of a config for a pod topology on this machine, and reports per-device memory and
 the communication per step, before any pod is rented.
 
-    python tools/aot_compile.py --config=configs/mirrortalk.py:base --topology=v5p-64
-    python tools/aot_compile.py --config=configs/mirrortalk.py:large --topology=v5e-256 \
+    python tools/aot_compile.py --config=mirrortalk_jax/configs/mirrortalk.py:base --topology=v5p-64
+    python tools/aot_compile.py --config=mirrortalk_jax/configs/mirrortalk.py:large --topology=v5e-256 \
         --config.mesh.ici_fsdp=16 --config.mesh.ici_data=-1 --json=runs/aot_large.json
-    python tools/aot_compile.py --config=configs/synthtalk_regression.py:tiny --topology=cpu-8
+    python tools/aot_compile.py --config=mirrortalk_jax/configs/synthtalk_regression.py:tiny --topology=cpu-8
 
 TPU topologies need libtpu (`pip install -e '.[tpu]'`; any x86 Linux host, no TPU); without it the step is
 compiled for the same number of fake CPU devices instead, and the report says so. Exit status 1 when a real
@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/x.py:base.")
+config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. mirrortalk_jax/configs/x.py:base.")
 flags.DEFINE_string("topology", "v5p-8", "TPU accelerator type (v5p-64, v5e-256, ...) or cpu-N.")
 flags.DEFINE_integer("num_slices", 1, "Slices of that topology (multislice: set config.mesh.dcn_*).")
 flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")

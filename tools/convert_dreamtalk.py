@@ -8,11 +8,11 @@ Writes OUT/denoiser (models.dreamtalk.denoiser, from the `diff_net.*` tensors of
 --renderer, OUT/renderer (PIRenderer, from `net_G_ema`). Either file may be the original torch file (read with
 torch.load(weights_only=True); needs the `torch` extra) or a safetensors export of the same state dict.
 
---config (the denoiser's sizes): `released` (configs/dreamtalk.py:released, the default), a config
+--config (the denoiser's sizes): `released` (mirrortalk_jax/configs/dreamtalk.py:released, the default), a config
 file[:variant], or the original's hyperparameters as a JSON file (the layout of
 tests/fixtures/dreamtalk_denoiser/config.json), for checkpoints of other sizes.
 --renderer_config (the renderer's sizes): `released` (generators/renderer_conf.yaml of the original, the
-default), a config file[:variant] (e.g. configs/pirenderer.py:small), or the original's renderer_conf as
+default), a config file[:variant] (e.g. mirrortalk_jax/configs/released/pirenderer.py:small), or the original's renderer_conf as
 YAML (the layout of generators/renderer_conf.yaml) or JSON (that structure, or a file holding it under
 `renderer_conf`, as tests/fixtures/dreamtalk_renderer/config.json).
 
@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from anywhere: configs/ lives next to the package
+sys.path.insert(0, str(ROOT))  # run from anywhere, installed or not
 
 from mirrortalk_jax import base_config
 from mirrortalk_jax.convert import dreamtalk, pirenderer
@@ -42,7 +42,7 @@ from mirrortalk_jax.models.pirenderer import renderer as pirenderer_model
 def model_config(spec: str):
     """`released`, a .json of the original's hyperparameters, or a config file[:variant] -> our model config."""
     if spec == "released":
-        return base_config.load_config_file(str(ROOT / "configs" / "dreamtalk.py"), "released").model
+        return base_config.load_config_file(base_config.config_path("dreamtalk"), "released").model
     if spec.endswith(".json"):
         return dreamtalk.model_config_from_original(json.loads(Path(spec).read_text()))
     return base_config.load_config_file(spec).model
@@ -52,7 +52,7 @@ def renderer_config(spec: str):
     """`released`, the original's renderer_conf as .yaml/.yml or .json (bare, or under `renderer_conf`), or a
     config file[:variant] -> our PIRenderer model config."""
     if spec == "released":
-        return base_config.load_config_file(str(ROOT / "configs" / "pirenderer.py"), "released").model
+        return base_config.load_config_file(base_config.config_path("pirenderer"), "released").model
     if not spec.endswith((".json", ".yaml", ".yml")):
         config = base_config.load_config_file(spec).model
         if config.get("name") != "pirenderer":

@@ -1,7 +1,7 @@
 """Converts a MimicTalk ICS-A2M checkpoint (audio-to-motion, `InContextAudio2MotionModel`) for this project.
 
     python tools/convert_mimictalk.py --checkpoint=checkpoints/240112_icl_audio2secc_vox2_cmlr/model_ckpt_steps_N.ckpt \
-        --out=ckpt/mimictalk_a2m [--config=configs/mimictalk_a2m.py:released] [--ignore='sync_expert\\..*']
+        --out=ckpt/mimictalk_a2m [--config=mirrortalk_jax/configs/mimictalk_a2m.py:released] [--ignore='sync_expert\\..*']
 
 The checkpoint may be the release's torch file (read with torch.load(weights_only=True); needs the `torch`
 extra; weights under ['state_dict']['model'] or flat 'model.'-prefixed keys) or a safetensors export. Without

@@ -1,6 +1,6 @@
 """Converts syncnet_python's SyncNet weights (`syncnet_v2.model`) into a checkpoint this project loads.
 
-    python tools/convert_syncnet.py --checkpoint=syncnet_v2.model --out=ckpt/syncnet [--config=configs/syncnet.py:released]
+    python tools/convert_syncnet.py --checkpoint=syncnet_v2.model --out=ckpt/syncnet [--config=mirrortalk_jax/configs/released/syncnet.py:released]
 
 The checkpoint may be the original torch file (read with torch.load(weights_only=True); needs the `torch` extra)
 or a safetensors export of the same state dict. The output folder loads with runs.loader.load_model and
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from mirrortalk_jax import base_config
 from mirrortalk_jax.convert import syncnet
 from mirrortalk_jax.convert.foreign import ConversionError
 
-DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "syncnet.py") + ":released"
+DEFAULT_CONFIG = base_config.config_path("syncnet") + ":released"
 
 
 def main(argv: list[str] | None = None) -> int:

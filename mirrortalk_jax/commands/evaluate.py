@@ -6,7 +6,7 @@
 Rows: Ground Truth, mean motion, nearest-neighbour audio retrieval, the audio-only regression (with
 --regression), then every --model: any trained generator run (MirrorTalk or an ablation, DreamTalk, MimicTalk
 ICS-A2M; the run's config says which). --judge is an independently trained style
-encoder (configs/style_encoder.py with its own seed), never a generator's own SDSE.
+encoder (mirrortalk_jax/configs/style_encoder.py with its own seed), never a generator's own SDSE.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """DreamTalk's denoiser checkpoint (`checkpoints/denoising_network.pth`) -> models.dreamtalk.denoiser.DreamTalk.
 
     tensors = read_denoiser("denoising_network.pth")          # torch (weights_only=True) or a safetensors export
-    model = convert_model(tensors, configs.dreamtalk.get_config("released").model)
+    model = convert_model(tensors, mirrortalk_jax.configs.dreamtalk.get_config("released").model)
 
 The file is a dict whose `model_state_dict` holds `diff_net.*` keys (the original loader keeps only those, strips
 the prefix and loads `DiffusionNet` strictly); here every `diff_net.net.*` parameter lands under `net/` of our
@@ -10,7 +10,7 @@ model. Layouts: nn.Linear (out, in) -> kernel (in, out); nn.MultiheadAttention's
 the variance schedule (`var_sched.*`, 1001 entries), the null style clip and mask, and the sinusoid tables
 (`*.pos_embed.pos_table`); a mismatch means the checkpoint was made with other settings than the config.
 
-The module registers the "dreamtalk_denoiser" fixture kind (tools/check_fixture.py): it builds the model at
+Its fixture kind "dreamtalk_denoiser" (fixtures/dreamtalk.py, tools/check_fixture.py) builds the model at
 the sizes the fixture's config.json names and compares forwards (outputs and intermediates, the plain and
 the cached sampling path), the audio windows and complete DDIM runs (fast sampler, chunked sampler, and the
 literal transcription of the original loop with its per-step traces).

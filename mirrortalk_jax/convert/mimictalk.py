@@ -14,7 +14,7 @@ original's rearrange); `to_out` (D, heads * dim_head) -> (heads, dim_head, D); t
 (D, 2, I) ([value | gate] halves); q/k RMSNorm gains (heads, 1, dim_head) -> (heads, dim_head). The RoPE
 `inv_freq` buffer is checked against the config and kept (its exact bits matter); BatchNorm `num_batches_tracked` is dropped.
 
-The module registers the "mimictalk_icl_a2m" fixture kind (tools/check_fixture.py), built from the fixture's
+Its fixture kind "mimictalk_icl_a2m" (fixtures/mimictalk.py, tools/check_fixture.py) is built from the fixture's
 config.json, so reference dumps of any size or seed check the port.
 """
 

@@ -9,7 +9,8 @@ The original's keys (note its spelling `warpping_net`) map to ours through the t
 ours in the hooks: Conv (O, I, kh, kw) -> (kh, kw, I, O); ConvTranspose2d (I, O, kh, kw) -> (kh, kw, I, O)
 *without* the flip Flax's ConvTranspose needs, because image_layers.ConvTranspose2x applies torch's taps directly;
 LayerNorm2d (C, 1, 1) -> (C,). Conversion fails on any missing, unused or mis-shaped key (name_map.convert).
-The fixture kind "dreamtalk_renderer" lets `tools/check_fixture.py` compare a reference dump at any size.
+The fixture kind "dreamtalk_renderer" (fixtures/pirenderer.py) lets `tools/check_fixture.py` compare a reference
+dump at any size.
 """
 
 from __future__ import annotations

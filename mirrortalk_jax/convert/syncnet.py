@@ -1,7 +1,7 @@
 """syncnet_python `syncnet_v2.model` (a flat state dict of `SyncNetModel.S`) -> models.syncnet.model.SyncNet.
 
     tensors = foreign.read_tensors("syncnet_v2.model")           # torch file (weights_only=True) or safetensors
-    model = pipeline.convert_model(tensors, RULES, configs.syncnet.get_config("released").model)
+    model = pipeline.convert_model(tensors, RULES, configs.released.syncnet.get_config("released").model)
 
 Source keys are `netcnnaud.<i>.*`, `netcnnlip.<i>.*` (i = position in the original nn.Sequential: conv at i, its
 BatchNorm at i + 1) and `netfcaud.{0,1,3}.*`, `netfclip.{0,1,3}.*`. The table below is generated from the tower
@@ -9,7 +9,7 @@ layouts in models/syncnet/model.py, so the name map and the architecture cannot 
 `num_batches_tracked` counters are consumed and dropped (inference needs only the running statistics); the
 original's loader tolerates files without them, and so does this map (a rule with no target needs no key).
 
-The module also registers the "syncnet" fixture kind (tools/check_fixture.py): it builds the model at the
+Its fixture kind "syncnet" (fixtures/syncnet.py, tools/check_fixture.py) builds the model at the
 widths the fixture's config.json names and compares every output of its io.npz (tower outputs, MFCC, window
 embeddings, distances, offsets, confidences).
 """
@@ -61,7 +61,7 @@ RULES: tuple[Rule, ...] = (
 
 def model_config(num_layers_in_fc_layers: int = 1024, width_divisor: int = 1,
                  precision: str = "highest") -> ml_collections.ConfigDict:
-    """The registry config of a SyncNet of the given size (configs/syncnet.py holds the named variants)."""
+    """The registry config of a SyncNet of the given size (mirrortalk_jax/configs/released/syncnet.py holds the named variants)."""
     return ml_collections.ConfigDict({"name": "syncnet", "num_layers_in_fc_layers": int(num_layers_in_fc_layers),
                                       "width_divisor": int(width_divisor), "precision": precision})
 
@@ -81,7 +81,7 @@ def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
 
 def convert_model(tensors: Mapping[str, np.ndarray], config: ml_collections.ConfigDict, *,
                   source: str = "checkpoint") -> syncnet.SyncNet:
-    """The SyncNet of `config` (a model config, e.g. configs/syncnet.py's `.model`) with `tensors` (validated)."""
+    """The SyncNet of `config` (a model config, e.g. mirrortalk_jax/configs/released/syncnet.py's `.model`) with `tensors` (validated)."""
     return pipeline.convert_model(tensors, RULES, config, None, source=source)
 
 

@@ -18,8 +18,8 @@ Weights are user-supplied (nothing is downloaded): `tools/convert_inception.py` 
 against the `nnx.eval_shape` tree, into a converted checkpoint that `load_inception` reads. Without weights the
 FID code still runs with any other `fid.FeatureExtractor`. The smallest input without resizing is 75x75.
 
-The module also registers the "fid_inception_v3" fixture kind (tools/check_fixture.py): dumps of pytorch-fid's own
-InceptionV3 at any seed, input size and flags are compared output block by output block (see the end of the file).
+Its fixture kind "fid_inception_v3" (fixtures/inception.py, tools/check_fixture.py) compares dumps of pytorch-fid's
+own InceptionV3 at any seed, input size and flags output block by output block.
 """
 
 from __future__ import annotations

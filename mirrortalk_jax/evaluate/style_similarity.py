@@ -9,7 +9,7 @@ No public code defines MirrorTalk's StyleSim; we use the working definition of t
   speaker. Chance level is about 1 / (number of speakers). References cut from the query's own clip should
   be excluded (`exclude`): they would be found through shared content, not style.
 
-The embeddings come from a FROZEN style encoder of an independently trained run (e.g. configs/style_encoder.py
+The embeddings come from a FROZEN style encoder of an independently trained run (e.g. mirrortalk_jax/configs/style_encoder.py
 with another seed), never from the generator's own SDSE: a generator conditioned on an SDSE code could score
 well under that same SDSE without reproducing the style (self-grading). `StyleEvaluator.from_run` refuses the
 generator's own style-encoder run when given the generator's config.
@@ -200,7 +200,7 @@ class StyleEvaluator:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, generator_config=None,
                  window: int | None = None) -> StyleEvaluator:
-        """Loads a configs/style_encoder.py run as the judge.
+        """Loads a mirrortalk_jax/configs/style_encoder.py run as the judge.
 
         Args:
           run_dir: the evaluation encoder's workdir (trained independently of the generator under test).
@@ -216,7 +216,7 @@ class StyleEvaluator:
             own = generator_config.model.get("style_encoder_workdir", "") or ""
             if own and Path(own).expanduser().resolve() == run_dir.resolve():
                 raise ValueError(f"{run_dir} is the generator's own style encoder (model.style_encoder_workdir): "
-                                 "StyleSim needs an independently trained encoder, e.g. configs/style_encoder.py "
+                                 "StyleSim needs an independently trained encoder, e.g. mirrortalk_jax/configs/style_encoder.py "
                                  "with another --config.train.seed in its own workdir")
         run = loader.load_model(run_dir)
         if run.config.model.name != "style_encoder":

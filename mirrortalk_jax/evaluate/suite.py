@@ -192,7 +192,7 @@ def nearest_neighbour(dataset_dir: str | os.PathLike, audio_feature: str, train_
 
 
 def regression(run_dir: str | os.PathLike) -> Method:
-    """The audio-only regression baseline of a trained configs/synthtalk_regression.py run."""
+    """The audio-only regression baseline of a trained mirrortalk_jax/configs/synthtalk_regression.py run."""
     model = loader.load_model(run_dir).model
     forward = nnx.jit(lambda m, audio: m(audio))
     return lambda split: [np.asarray(forward(model, c.audio[None]))[0] for c in split.clips]
@@ -251,7 +251,7 @@ def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool 
 
 
 def dreamtalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
-    """A trained DreamTalk denoiser run (configs/dreamtalk.py): DDIM with `settings.ddim_steps` (a divisor of
+    """A trained DreamTalk denoiser run (mirrortalk_jax/configs/dreamtalk.py): DDIM with `settings.ddim_steps` (a divisor of
     the 1000 training steps, as the original's grid needs) and the run's guidance scale, style clip = the
     reference clip. Every frame is denoised from its own audio window, so whole clips go in one batch; the
     batch padding is filled with the features' mean, i.e. the zero rows the original sees outside a clip."""
@@ -271,7 +271,7 @@ def dreamtalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool =
 
 
 def ics_a2m(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
-    """A trained MimicTalk ICS-A2M run (configs/mimictalk_a2m.py): in-context flow matching with the reference
+    """A trained MimicTalk ICS-A2M run (mirrortalk_jax/configs/mimictalk_a2m.py): in-context flow matching with the reference
     clip as the style prompt, its motion and its own audio prepended in time as the original does at inference;
     the run's `eval_sampling` settings (ODE grid, guidance on the prompt, temperature). Frames past a clip's end
     are masked out of attention (frame_mask), so batching clips of different lengths changes nothing."""

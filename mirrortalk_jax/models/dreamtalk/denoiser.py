@@ -8,7 +8,7 @@ released `diff_net.net.*` weights land under `net/`). This wrapper adds what the
                             the style clip is the batch's style reference, replaced by the null clip with probability
                             `cf_guidance.null_prob` (classifier-free guidance training, as the original's config).
                             Dropout (config `dropout`, 0.1 in the original) is active when `train`.
-                            With a lip expert run (`lip_expert_workdir`, configs/dreamtalk_lip_expert.py) the
+                            With a lip expert run (`lip_expert_workdir`, mirrortalk_jax/configs/dreamtalk_lip_expert.py) the
                             paper's L_sync = -log P_sync of the frozen style-aware expert on the x0 estimate is
                             added with `sync_weight`, for clips with t <= `sync_max_t` and their own style clip.
 Sampling (DDIM / DDPM with guidance, and the trainer's periodic evaluation samples) is sample/dreamtalk.py.
@@ -150,11 +150,11 @@ def _check_lip_expert(expert: nnx.Module, run: str | None, audio_width: int) -> 
     denoiser's batches carry."""
     if not isinstance(expert, lip.DreamTalkLipExpert):
         raise TypeError(f"model.lip_expert_workdir={run} trained a {type(expert).__name__}, not a "
-                        "configs/dreamtalk_lip_expert.py lip expert")
+                        "mirrortalk_jax/configs/dreamtalk_lip_expert.py lip expert")
     if expert.audio_dim != audio_width:
         raise ValueError(f"model.lip_expert_workdir={run}: the lip expert reads {expert.audio_dim}-d audio "
-                         f"features per frame (its configs/dreamtalk_lip_expert.py model.audio_dim), but this "
-                         f"denoiser's batches carry {audio_width} (configs/dreamtalk.py model.audio_stride x "
+                         f"features per frame (its mirrortalk_jax/configs/dreamtalk_lip_expert.py model.audio_dim), but this "
+                         f"denoiser's batches carry {audio_width} (mirrortalk_jax/configs/dreamtalk.py model.audio_stride x "
                          "model.audio_dim); train the expert on the same audio features")
 
 

@@ -94,7 +94,7 @@ def _stack(config) -> StackDims:
 
 
 def dims_from_config(config, spec=None) -> DenoiserDims:
-    """Model config (configs/dreamtalk.py layout) + optional MotionSpec -> DenoiserDims.
+    """Model config (mirrortalk_jax/configs/dreamtalk.py layout) + optional MotionSpec -> DenoiserDims.
 
     Empty index lists take the split from the motion space: lower = its `lower` group, upper = every other channel.
     """

@@ -1,7 +1,7 @@
 """MimicTalk ICS-A2M: in-context stylized audio-to-motion by conditional flow matching (NeurIPS 2024).
 
 An exact port of `modules/audio2motion/cfm/` of yerfor/MimicTalk (`InContextAudio2MotionModel`, mode
-`icl_flow_matching`), plus the training task the original never released (configs/mimictalk_a2m.py):
+`icl_flow_matching`), plus the training task the original never released (mirrortalk_jax/configs/mimictalk_a2m.py):
 
   audio (B, Ta, F) at r x the motion rate --conv-BN-GELU-conv--> features [| pitch | blink | mouth-amp]
       --> models/mimictalk/icl_transformer.py: velocity v(x_t, t | audio, prompt) (B, T, M), T = Ta // r

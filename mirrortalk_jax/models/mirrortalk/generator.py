@@ -1,9 +1,9 @@
 """MirrorTalk: SDSE style code + hierarchically modulated DiT diffusion over motion, with a motion-expert sync loss.
 
-Stages (configs/mirrortalk.py):
-  0. motion expert  (configs/motion_expert.py)        lip-sync expert on lower-face motion vs audio;
-  1. SDSE           (configs/style_encoder.py)        style encoder under the frozen expert's supervision;
-  2. generator      (configs/mirrortalk.py)           this model: DiT denoiser, SDSE frozen or fine-tuned,
+Stages (mirrortalk_jax/configs/mirrortalk.py):
+  0. motion expert  (mirrortalk_jax/configs/motion_expert.py)        lip-sync expert on lower-face motion vs audio;
+  1. SDSE           (mirrortalk_jax/configs/style_encoder.py)        style encoder under the frozen expert's supervision;
+  2. generator      (mirrortalk_jax/configs/mirrortalk.py)           this model: DiT denoiser, SDSE frozen or fine-tuned,
                                                        the expert frozen as an auxiliary sync loss.
 Without `style_encoder_workdir` the SDSE is built from `model.style_encoder` and trained jointly (its own
 stage-1 losses added with weight `loss_weights.style`); without `motion_expert_workdir` there is no sync loss.
@@ -37,7 +37,7 @@ class MirrorTalk(nnx.Module):
     def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs, *, style_encoder: nnx.Module,
                  motion_expert: nnx.Module | None = None):
         if not hasattr(style_encoder, "encoder"):
-            raise TypeError(f"style_encoder {type(style_encoder).__name__} is not an SDSE (configs/style_encoder.py)")
+            raise TypeError(f"style_encoder {type(style_encoder).__name__} is not an SDSE (mirrortalk_jax/configs/style_encoder.py)")
         self.spec_dim = spec.dim
         # A stage-1 SDSE (from a run) is not trained on its own losses here; a jointly built one is.
         self.style_from_run = bool(config.get("style_encoder_workdir"))

@@ -7,7 +7,7 @@ image into the final frame. Numerics follow the original (`generators/face_model
 `flow_util.py` of ali-vilab/dreamtalk): LeakyReLU 0.1, InstanceNorm/LayerNorm2d eps 1e-5, torch's grid_sample
 and resize conventions (models/nn/warp.py). Layouts: images (B, H, W, 3) in [-1, 1]; motion windows (B, 27, 73).
 
-    model = create_model(configs.pirenderer.get_config("released").model, None, nnx.Rngs(0))
+    model = create_model(configs.released.pirenderer.get_config("released").model, None, nnx.Rngs(0))
     out = model(source_image, driving_source)        # dict: descriptor, hourglass_out, flow_field, warp_image, fake_image
 
 Weights of the released checkpoint (`renderer.pt`, key `net_G_ema`) load through convert/pirenderer.py. The

@@ -1,10 +1,10 @@
 r"""MimicTalk ICS-A2M: in-context audio-to-motion by flow matching, trained by audio-guided motion infilling.
 
-    python -m mirrortalk_jax.main --config=configs/mimictalk_a2m.py:tiny --workdir=runs/mimictalk_a2m_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/mimictalk_a2m.py:tiny --workdir=runs/mimictalk_a2m_tiny
 
-With the lip-sync loss of a frozen motion expert (a configs/motion_expert.py run):
+With the lip-sync loss of a frozen motion expert (a mirrortalk_jax/configs/motion_expert.py run):
 
-    python -m mirrortalk_jax.main --config=configs/mimictalk_a2m.py:tiny --workdir=runs/mimictalk_a2m_tiny \
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/mimictalk_a2m.py:tiny --workdir=runs/mimictalk_a2m_tiny \
         --config.model.motion_expert_workdir=runs/motion_expert_tiny --config.model.task.sync_weight=0.1
 
 Variants:
@@ -68,7 +68,7 @@ def get_config(arg: str | None = None):
     t.p_null_aux = 0.5  # blink / mouth-amp swapped for null vectors (the original's training-time dropout)
     t.sync_weight = 0.0  # lip-sync loss of the frozen motion expert on x1_hat = x_t + (1 - t) v
     t.sync_min_t = 0.3  # only where x1_hat is informative (at t near 0 it is the mean motion)
-    m.motion_expert_workdir = ""  # a configs/motion_expert.py run (same motion space and audio features)
+    m.motion_expert_workdir = ""  # a mirrortalk_jax/configs/motion_expert.py run (same motion space and audio features)
 
     # Sampling of the trainer's periodic evaluation (the original's CLI: 20 points, guidance 1.5, temp 0.3).
     # The original's inference defaults (temperature 0.3: x0 = 0.3 N(0, I)). On SynthTalk's held-out speakers the

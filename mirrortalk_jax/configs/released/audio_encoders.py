@@ -1,7 +1,7 @@
 r"""Speech encoders (HuBERT, wav2vec 2.0) at the sizes of the released checkpoints, and how features are cut.
 
     python tools/convert_hf_audio.py --hf_dir=hubert-large-ls960-ft --out=ckpt/hubert_large
-    python benchmarks/audio_features.py --config=configs/audio_encoders.py:hubert_large
+    python benchmarks/audio_features.py --config=mirrortalk_jax/configs/released/audio_encoders.py:hubert_large
 
 Variants (the `model` part is `config_from_hf` of the Hugging Face config.json of the named checkpoint, so a
 checkpoint converted with tools/convert_hf_audio.py builds exactly this model):

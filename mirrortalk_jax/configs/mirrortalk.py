@@ -1,19 +1,19 @@
 r"""MirrorTalk stage 2: the hierarchically modulated DiT generator, conditioned on SDSE style codes.
 
-    python -m mirrortalk_jax.main --config=configs/mirrortalk.py:tiny --workdir=runs/mirrortalk_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/mirrortalk.py:tiny --workdir=runs/mirrortalk_tiny
 
 The full recipe (each stage a run; later stages load earlier runs' weights and freeze them):
 
-    python -m mirrortalk_jax.main --config=configs/motion_expert.py:tiny --workdir=runs/motion_expert_tiny
-    python -m mirrortalk_jax.main --config=configs/style_encoder.py:tiny --workdir=runs/style_encoder_tiny \
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/motion_expert.py:tiny --workdir=runs/motion_expert_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/style_encoder.py:tiny --workdir=runs/style_encoder_tiny \
         --config.model.content_encoder_workdir=runs/motion_expert_tiny
-    python -m mirrortalk_jax.main --config=configs/mirrortalk.py:tiny --workdir=runs/mirrortalk_tiny \
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/mirrortalk.py:tiny --workdir=runs/mirrortalk_tiny \
         --config.model.style_encoder_workdir=runs/style_encoder_tiny \
         --config.model.motion_expert_workdir=runs/motion_expert_tiny
 
-Ablations are options after the variant, e.g. `configs/mirrortalk.py:tiny,no_hier_mod` (gates fixed at 1);
+Ablations are options after the variant, e.g. `mirrortalk_jax/configs/mirrortalk.py:tiny,no_hier_mod` (gates fixed at 1);
 the style-encoder ablations (no_hsic, no_triplet, no_memory_bank) change the jointly trained SDSE here, and
-`configs/style_encoder.py:tiny,no_hsic` in the staged recipe.
+`mirrortalk_jax/configs/style_encoder.py:tiny,no_hsic` in the staged recipe.
 Without the two workdirs the SDSE is trained jointly from scratch and there is no sync loss.
 Variants: `tiny` (2-core CPU, minutes), `base` (paper scale: 512 wide, 12 blocks), `large` (pod scale: 1024
 wide, 24 blocks, FSDP over the `fsdp` mesh axis).
@@ -52,11 +52,11 @@ def get_config(arg: str | None = None):
     # Gate logits at initialisation, (audio, style) per region: the prior lower = audio, upper = style.
     m.gate_prior = ml_collections.ConfigDict({"lower": (2.0, -2.0), "upper": (-2.0, 2.0), "eyes": (-2.0, 2.0),
                                               "pose": (0.0, 2.0)})
-    m.style_encoder_workdir = ""  # a configs/style_encoder.py run; empty: SDSE trained jointly
+    m.style_encoder_workdir = ""  # a mirrortalk_jax/configs/style_encoder.py run; empty: SDSE trained jointly
     m.freeze_style_encoder = True  # with a workdir: frozen (True) or fine-tuned (False)
-    m.motion_expert_workdir = ""  # a configs/motion_expert.py run; empty: no sync loss
+    m.motion_expert_workdir = ""  # a mirrortalk_jax/configs/motion_expert.py run; empty: no sync loss
 
-    # SDSE used when no style_encoder_workdir is given (same fields as configs/style_encoder.py's model).
+    # SDSE used when no style_encoder_workdir is given (same fields as mirrortalk_jax/configs/style_encoder.py's model).
     s = m.style_encoder = ml_collections.ConfigDict()
     s.name = "style_encoder"
     s.hidden, s.num_layers, s.num_heads = sdse_hidden, sdse_layers, 4

@@ -1,6 +1,6 @@
 r"""The motion expert (lip-sync expert on lower-face motion) trained on SynthTalk.
 
-    python -m mirrortalk_jax.main --config=configs/motion_expert.py:tiny --workdir=runs/motion_expert_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/motion_expert.py:tiny --workdir=runs/motion_expert_tiny
 
 Variants: `tiny` (2-core CPU, about a minute; builds SynthTalk tiny if missing) and `default`. Watch
 `train/accuracy` and `train/pos_prob` vs `train/neg_prob` in WORKDIR/metrics.jsonl (chance accuracy is 0.6, the

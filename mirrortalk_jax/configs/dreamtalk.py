@@ -1,12 +1,12 @@
 r"""DreamTalk's diffusion denoiser (arXiv 2312.09767): x0-predicting diffusion over expression coefficients,
 conditioned on per-frame audio windows and a style code from a reference clip, with classifier-free guidance.
 
-    python -m mirrortalk_jax.main --config=configs/dreamtalk.py:tiny --workdir=runs/dreamtalk_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/dreamtalk.py:tiny --workdir=runs/dreamtalk_tiny
 
-With the paper's lip-sync loss of a frozen style-aware lip expert (a configs/dreamtalk_lip_expert.py run on the
+With the paper's lip-sync loss of a frozen style-aware lip expert (a mirrortalk_jax/configs/dreamtalk_lip_expert.py run on the
 same motion space and audio features; its weights are loaded at the start and frozen):
 
-    python -m mirrortalk_jax.main --config=configs/dreamtalk.py:tiny --workdir=runs/dreamtalk_tiny \
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/dreamtalk.py:tiny --workdir=runs/dreamtalk_tiny \
         --config.model.lip_expert_workdir=runs/dt_lip_expert_tiny --config.model.sync_weight=0.1
 
 The released weights (checkpoints/denoising_network.pth) convert to a loadable checkpoint with
@@ -31,7 +31,7 @@ from mirrortalk_jax import base_config
 
 VARIANTS = ("tiny", "base", "released")
 
-# The original's BFM-64 expression split (configs/default.py: DECODER.upper_face3d_indices / lower_face3d_indices).
+# The original's BFM-64 expression split (mirrortalk_jax/configs/default.py: DECODER.upper_face3d_indices / lower_face3d_indices).
 BFM_UPPER = (6, 8) + tuple(range(15, 64))
 BFM_LOWER = (0, 1, 2, 3, 4, 5, 7, 9, 10, 11, 12, 13, 14)
 
@@ -81,7 +81,7 @@ def get_config(arg: str | None = None):
     # Lip-sync loss L_sync = -log P_sync of the frozen lip expert on the x0 estimate (not in the exact port). The
     # expert must read the per-frame audio features of this model's batches: its audio_dim = audio_stride x
     # audio_dim here (checked when the model is built).
-    m.lip_expert_workdir = ""  # a configs/dreamtalk_lip_expert.py run; empty: no sync loss
+    m.lip_expert_workdir = ""  # a mirrortalk_jax/configs/dreamtalk_lip_expert.py run; empty: no sync loss
     m.sync_weight = 0.0
     # Only clips with t <= sync_max_t (of diffusion.num_steps) are judged: there sqrt(alpha_bar) >= 0.44 (SNR >=
     # 0.24, about MimicTalk's sync_min_t = 0.3); noisier x_t hold little of the mouth, and the x0 estimate tends to

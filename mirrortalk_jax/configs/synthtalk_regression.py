@@ -1,6 +1,6 @@
 r"""Audio-only motion regression on SynthTalk: the smallest end-to-end training run, and a baseline.
 
-    python -m mirrortalk_jax.main --config=configs/synthtalk_regression.py:tiny --workdir=runs/regression_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/synthtalk_regression.py:tiny --workdir=runs/regression_tiny
 
 Variants: `tiny` (2-core CPU, about a minute; builds SynthTalk tiny if missing) and `default`.
 """

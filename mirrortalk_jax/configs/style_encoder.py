@@ -1,15 +1,15 @@
 r"""SDSE stage 1: MirrorTalk's semantically disentangled style encoder, trained on SynthTalk.
 
-    python -m mirrortalk_jax.main --config=configs/style_encoder.py:tiny --workdir=runs/style_encoder_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/style_encoder.py:tiny --workdir=runs/style_encoder_tiny
 
 Triplet loss on speakers (anchor: a reference clip, positive: a window of another utterance of the same
 speaker, negative: another speaker's window in the batch), plus HSIC and orthogonality terms that keep the
 style code free of speech content (see mirrortalk_jax/models/mirrortalk/style_encoder.py).
 
 Variants: `tiny` (2-core CPU, about a minute; builds SynthTalk tiny if missing) and `default`. The paper's
-ablations are options after the variant: `configs/style_encoder.py:tiny,no_hsic` (also no_triplet,
+ablations are options after the variant: `mirrortalk_jax/configs/style_encoder.py:tiny,no_hsic` (also no_triplet,
 no_memory_bank; see base_config.STYLE_ENCODER_ABLATIONS).
-Set `--config.model.content_encoder_workdir=runs/motion_expert_tiny` (a configs/motion_expert.py run) to use a
+Set `--config.model.content_encoder_workdir=runs/motion_expert_tiny` (a mirrortalk_jax/configs/motion_expert.py run) to use a
 trained motion expert as the frozen content encoder; empty uses a fixed random projection of the mean audio
 features.
 """

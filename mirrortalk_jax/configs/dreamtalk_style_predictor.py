@@ -1,9 +1,9 @@
 r"""DreamTalk's diffusion style predictor (style code from audio + identity; never released), on SynthTalk.
 
-    python -m mirrortalk_jax.main --config=configs/dreamtalk_style_predictor.py:tiny --workdir=runs/dt_style_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/dreamtalk_style_predictor.py:tiny --workdir=runs/dt_style_tiny
 
 Targets are the style codes of each training window given by a trained, frozen style encoder:
---config.model.style_encoder_workdir=RUN, a DreamTalk denoiser run (configs/dreamtalk.py), a converted
+--config.model.style_encoder_workdir=RUN, a DreamTalk denoiser run (mirrortalk_jax/configs/dreamtalk.py), a converted
 DreamTalk checkpoint, or any run whose model has style_code(motion, mask) (a dreamtalk_lip_expert run, an
 SDSE run). Left empty, the targets come from a fixed randomly initialised style encoder: enough to check that
 everything runs (the tiny variant does that), meaningless as a style space.

@@ -1,6 +1,6 @@
 r"""DreamTalk's style-aware lip expert (stage 1 of DreamTalk training; never released), trained on SynthTalk.
 
-    python -m mirrortalk_jax.main --config=configs/dreamtalk_lip_expert.py:tiny --workdir=runs/dt_lip_expert_tiny
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/dreamtalk_lip_expert.py:tiny --workdir=runs/dt_lip_expert_tiny
 
 Variants:
   tiny     2-core CPU, about a minute; SynthTalk tiny (built if missing), log-mel audio, its own small style
@@ -11,7 +11,7 @@ Variants:
            per-frame features (2 x 1024 for 50 Hz wav2vec2 rows paired per 25 fps frame).
 
 Frozen style source instead of its own: --config.model.style_encoder_workdir=RUN, a trained DreamTalk
-denoiser run (configs/dreamtalk.py), a converted DreamTalk checkpoint, an SDSE run (configs/style_encoder.py)
+denoiser run (mirrortalk_jax/configs/dreamtalk.py), a converted DreamTalk checkpoint, an SDSE run (mirrortalk_jax/configs/style_encoder.py)
 or any run whose model has style_code(motion, mask); its weights are loaded at the start and frozen.
 --config.model.conditional=False trains the unconditional expert of the paper's ablation (Table IV).
 

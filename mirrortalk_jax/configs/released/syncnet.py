@@ -3,7 +3,7 @@ r"""SyncNet (syncnet_python `SyncNetModel.S`, weights `syncnet_v2.model`) for LS
     python tools/convert_syncnet.py --checkpoint=syncnet_v2.model --out=ckpt/syncnet
 
 The weights are user-supplied (not on PyPI); the converter builds the `released` variant unless told otherwise
-(--config=configs/syncnet.py:tiny). Variants: `released` (the published network: 13.6 M parameters, 1024-d
+(--config=mirrortalk_jax/configs/released/syncnet.py:tiny). Variants: `released` (the published network: 13.6 M parameters, 1024-d
 embeddings) and `tiny` (every channel count / 8, 128-d embeddings: the size of the test fixture).
 Use the converted checkpoint with evaluate.lse.SyncNetEmbedder and evaluate.sync.clip_sync.
 """
