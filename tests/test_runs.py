@@ -124,3 +124,25 @@ def test_restore_reads_only_the_fields_asked_for(micro_dataset, tmp_path):
     assert set(fields) == {"params", "ema_params"} and fields["ema_params"] is None  # EMA off in this config
     for a, b in zip(jax.tree.leaves(fields["params"]), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_part_from_a_run_leaves_the_composites_own_initialisation_unchanged(expert_dir):
+    """Parts from runs draw their (replaced) initial weights after the composite's own layers, so a seeded
+    composite starts from the same weights with or without its expert, and the stream moves on as far."""
+    config = _load_config("mirrortalk_jax/configs/mimictalk_a2m.py", "tiny")
+
+    def build(expert: str):
+        config.model.motion_expert_workdir = expert
+        rngs = nnx.Rngs(3)
+        model = loader.recipe(config.model, SYNTHTALK_SPEC).factory(rngs)
+        own = {path: value[...] for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param))
+               if path[0] != "motion_expert"}
+        return model, own, int(rngs.default.count[...])
+
+    with_expert, own_with, count_with = build(str(expert_dir))
+    _, own_without, count_without = build("")
+    assert with_expert.motion_expert is not None
+    assert own_with.keys() == own_without.keys()
+    for path in own_with:
+        np.testing.assert_array_equal(own_with[path], own_without[path], err_msg=str(path))
+    assert count_with > count_without  # the expert's draws are counted after the composite's own

@@ -46,6 +46,11 @@ class Part:
     run_key: str
     config_key: str | None = None
     same_motion_space: bool = True  # False: any motion space of the data's width (e.g. a style source)
+    # When a part from a run draws its initial weights (replaced by the run's, so only the draws it takes matter):
+    # True: from the composite's stream before the composite's own layers (a composite that reads the part's
+    # widths); False: as if after them, so the composite's own initialisation is the same with or without it.
+    # A part built from a sub-config always draws first.
+    drawn_first: bool = False
 
 
 Factory = Callable[..., nnx.Module]  # (config, spec, rngs, **parts) -> model

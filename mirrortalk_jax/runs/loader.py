@@ -162,8 +162,22 @@ def recipe(model_config: ml_collections.ConfigDict, spec: MotionSpec | None, *,
             if sub.parts:
                 stored[name] = {"parts": dict(sub.parts)}
 
+    drawn_after = [name for name, part in registry.parts_of(model_config.name).items()
+                   if registry.part_run(model_config, part) and not part.drawn_first]
+
     def factory(rngs: nnx.Rngs) -> nnx.Module:
-        return registry.create_model(model_config, spec, rngs, **{n: r.factory(rngs) for n, r in built.items()})
+        parts = {n: r.factory(rngs) for n, r in built.items() if n not in drawn_after}
+        if not drawn_after:
+            return registry.create_model(model_config, spec, rngs, **parts)
+        # Parts from runs that are drawn after the composite's layers (`Part.drawn_first`): built from a copy
+        # of the stream, whose draws are then counted on `rngs` once the composite has drawn its own.
+        scratch = nnx.clone(rngs)
+        start = {name: stream.count[...] for name, stream in scratch.items()}
+        parts |= {n: built[n].factory(scratch) for n in drawn_after}
+        model = registry.create_model(model_config, spec, rngs, **parts)
+        for name, stream in rngs.items():
+            stream.count[...] = stream.count[...] + scratch[name].count[...] - start[name]
+        return model
     return Recipe(factory, tuple(init_from), stored)
 
 

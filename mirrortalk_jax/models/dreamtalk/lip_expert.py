@@ -49,7 +49,7 @@ def _unit(h: jax.Array) -> jax.Array:
 
 # A style source is any model with a style encoder, from a trained run or converted checkpoint (its weights
 # loaded by the run loader, frozen), of any motion space of the data's width.
-STYLE_SOURCE = Part("style_encoder_workdir", same_motion_space=False)
+STYLE_SOURCE = Part("style_encoder_workdir", same_motion_space=False, drawn_first=True)
 
 
 def _bare_dreamtalk_encoder(model: nnx.Module) -> nnx.Module | None:

@@ -102,7 +102,8 @@ class MirrorTalk(nnx.Module):
         return total, metrics
 
 
-@register("mirrortalk", parts={"style_encoder": Part("style_encoder_workdir", config_key="style_encoder"),
-                               "motion_expert": Part("motion_expert_workdir")})
+@register("mirrortalk", parts={
+    "style_encoder": Part("style_encoder_workdir", config_key="style_encoder", drawn_first=True),
+    "motion_expert": Part("motion_expert_workdir", drawn_first=True)})
 def _create(config, spec: MotionSpec, rngs: nnx.Rngs, **parts: nnx.Module) -> MirrorTalk:
     return MirrorTalk(config, spec, rngs, **parts)
