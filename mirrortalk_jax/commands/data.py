@@ -1,9 +1,12 @@
-"""`mirrortalk data build|inspect|preview`: build, inspect and preview datasets."""
+"""`mirrortalk data build|prepare|inspect|preview`: build, prepare from real videos, inspect and preview datasets."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+
+from mirrortalk_jax.data.prepare import layouts
 
 DEFAULT_DATA_DIR = os.environ.get("MIRRORTALK_DATA_DIR", "data")
 
@@ -32,6 +35,33 @@ def _data_preview(args) -> int:
     return 0
 
 
+def _data_prepare(args) -> int:
+    from mirrortalk_jax.data.faces import backend
+    from mirrortalk_jax.data.prepare import builders, clips, dataset
+
+    options = clips.Options(image_size=args.image_size, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    settings = dataset.PrepareSettings(
+        dataset=args.dataset, options=options, workers=args.workers, runner=args.runner,
+        beam_options=tuple(args.beam_options.split()), speaker_from=args.speaker_from,
+        heldout_speakers=tuple(s for s in args.heldout_speakers.split(",") if s),
+        min_sync_confidence=args.min_sync_confidence)
+    try:
+        if args.sync_model:
+            from mirrortalk_jax.evaluate import lse
+            from mirrortalk_jax.runs import loader
+
+            syncnet = loader.load_model(args.sync_model, expect="syncnet", what="--sync_model").model
+            settings = dataclasses.replace(settings, sync=lse.sync_scorer(syncnet))
+        builders.prepare(args.inputs, args.out, settings)
+    except builders.DatasetNotWritten as e:  # the report is written; nothing usable came out
+        print(f"mirrortalk data prepare: {e}")
+        return 1
+    except (backend.FacesUnavailable, FileNotFoundError, ValueError) as e:  # setup: extra, --sync_model, flags
+        print(f"mirrortalk data prepare: {e}")
+        return 2
+    return 0
+
+
 def add_parser(jobs) -> None:
     data = jobs.add_parser("data", help="build, inspect and preview datasets").add_subparsers(
         dest="action", required=True)
@@ -42,6 +72,35 @@ def add_parser(jobs) -> None:
     build.add_argument("--overwrite", action="store_true", help="rebuild even if a complete build exists")
     build.add_argument("--workers", type=int, default=0, help="generator processes (0: one per core)")
     build.set_defaults(func=_data_build)
+
+    prepare = data.add_parser(
+        "prepare", help="turn raw talking-face videos into a dataset (crops, landmarks, pose, motion, audio, QC)")
+    prepare.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="video files, folders (searched recursively) or text files listing paths; local or "
+                              "gs:// URIs")
+    prepare.add_argument("--out", required=True, help="dataset folder to write (published when complete)")
+    prepare.add_argument("--dataset", default="generic", choices=sorted(layouts.LAYOUTS),
+                         help="the corpus' file layout, which gives speakers, emotions and splits")
+    prepare.add_argument("--image_size", type=int, default=256, help="side of the aligned face crops")
+    prepare.add_argument("--workers", type=int, default=1, help="videos processed at once (processes)")
+    prepare.add_argument("--runner", default="direct",
+                         help="direct (Apache Beam on this machine), dataflow, flink, spark (Beam on a cluster, with "
+                              "--beam_options), or local (no Beam)")
+    prepare.add_argument("--beam_options", default="",
+                         help="Beam pipeline options for a cluster runner, space-separated, e.g. "
+                              "'--project=P --region=R --temp_location=gs://B/tmp'")
+    prepare.add_argument("--speaker_from", default="layout", choices=["layout", "identity"],
+                         help="speakers from the file layout, or clustered by face identity")
+    prepare.add_argument("--heldout_speakers", default="",
+                         help="comma-separated speakers for the heldout_speakers split (default: the layout's rule)")
+    prepare.add_argument("--min_seconds", type=float, default=1.0, help="shortest face segment kept")
+    prepare.add_argument("--max_seconds", type=float, default=20.0, help="longer segments are cut into clips")
+    prepare.add_argument("--sync_model", default="",
+                         help="a converted SyncNet (tools/convert_syncnet.py): score each clip's audio-visual sync, "
+                              "correct its offset, drop clips below --min_sync_confidence")
+    prepare.add_argument("--min_sync_confidence", type=float, default=0.0,
+                         help="SyncNet confidence (LSE-C) a clip needs with --sync_model")
+    prepare.set_defaults(func=_data_prepare)
 
     inspect = data.add_parser("inspect", help="print counts, durations and schema of a built dataset")
     inspect.add_argument("dataset_dir")

@@ -38,7 +38,8 @@ def summarize(dataset_dir: str | os.PathLike) -> str:
         lines.append(f"  {name}: {type(feature).__name__} {shape} {dtype}".rstrip())
     extra = {k: v for k, v in info.metadata.items() if k != "motion_spec"} if info.metadata else {}
     for key, value in extra.items():
-        lines.append(f"metadata {key}: {value}")
+        text = str(value)  # a fitted basis is megabytes of JSON: show its start
+        lines.append(f"metadata {key}: {text if len(text) <= 200 else text[:200] + f'... ({len(text)} characters)'}")
     return "\n".join(lines)
 
 

@@ -225,8 +225,7 @@ def read_mp4(path: str | os.PathLike, fps: float | None = None, what: str = "rea
     if fps is not None and not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"{what}: fps must be a positive finite number, got {fps}")
     try:
-        with av.open(path, mode="r") as container:
-            clip = _decode(path, container, fps, what)
+        clip = _decode(path, fps, what)
     except av.FFmpegError as e:
         raise MediaError(f"{what} {path}: not a readable mp4: {e}") from e
     report_incomplete(what, path, clip.duration, clip.declared_duration, clip.skipped_packets)
@@ -263,83 +262,181 @@ def _orient(image: np.ndarray, orientation: tuple[bool, bool, bool]) -> np.ndarr
 class _ConstantRate:
     """Frames at presentation times -> frames at a constant `fps`: output frame n (time n / fps after the first
     frame) is the last frame shown by then, with half a period of slack so a stream at `fps` maps one to one.
-    Only the output is kept (a frame is converted to RGB when it is first output)."""
+    Frames are handed out as soon as they are due (a frame is converted to RGB when it is first output)."""
 
-    def __init__(self, fps: float, orient):
+    def __init__(self, fps: float, orient, start: float | None = None):
+        """start: the time of output frame 0 (None: the first frame's)."""
         self.fps, self.orient = fps, orient
-        self.out: list[np.ndarray] = []
-        self.start: float | None = None
+        self.count = 0  # frames output so far
+        self.start = start
         self.last = 0.0  # seconds after the first frame at which the latest frame is shown
         self.held: av.VideoFrame | None = None
         self.held_rgb: np.ndarray | None = None
 
-    def _emit(self) -> None:
+    def _emit(self) -> np.ndarray:
         if self.held_rgb is None:
             self.held_rgb = self.orient(self.held.to_ndarray(format="rgb24"))
-        self.out.append(self.held_rgb)
+        self.count += 1
+        return self.held_rgb
 
-    def push(self, frame: av.VideoFrame, time: float) -> None:
+    def push(self, frame: av.VideoFrame, time: float) -> list[np.ndarray]:
+        """The output frames that are due before `frame` (shown at `time`) replaces the held one."""
         if self.start is None:
             self.start = time
         t = time - self.start
-        while self.held is not None and (len(self.out) + 0.5) / self.fps < t:
-            self._emit()
+        out = []
+        while self.held is not None and (self.count + 0.5) / self.fps < t:
+            out.append(self._emit())
         self.held, self.held_rgb, self.last = frame, None, max(self.last, t)
+        return out
 
     def finish(self, end: float) -> list[np.ndarray]:
-        """The frames up to `end` seconds after the first one (the last frame is held until then)."""
+        """The remaining frames up to `end` seconds after the first one (the last frame is held until then)."""
         total = max(1, round(end * self.fps))
-        while self.held is not None and len(self.out) < total:
-            self._emit()
-        return self.out
+        out = []
+        while self.held is not None and self.count < total:
+            out.append(self._emit())
+        return out
 
 
-def _decode(path: str, container, fps: float | None, what: str) -> VideoClip:
-    if not container.streams.video:
-        raise MediaError(f"{what} {path}: not a readable mp4: it has no video stream")
-    vstream = container.streams.video[0]
-    astream = container.streams.audio[0] if container.streams.audio else None
-    rate = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
-    if not rate and fps is None:
-        raise MediaError(f"{what} {path}: not a readable mp4: its video stream has no frame rate")
-    fps = float(fps or rate)
-    native_period = 1.0 / float(rate) if rate else 1.0 / fps
+class VideoStream:
+    """An open video file decoded frame by frame, with bounded memory (only the audio is kept whole):
 
-    sampler = None
-    chunks: list[np.ndarray] = []
-    downmix = MonoDownmix()  # any channel layout -> mono float32 at the stream's own rate
-    decoded = PacketFrames(container, vstream, *([astream] if astream is not None else []))
-    index = 0
-    for frame in decoded:
-        if isinstance(frame, av.VideoFrame):
-            if sampler is None:
-                orientation = _orientation(frame)
-                sampler = _ConstantRate(fps, functools.partial(_orient, orientation=orientation))
-            # Frames without timestamps (raw streams) are taken as evenly spaced at the stream's rate.
-            sampler.push(frame, frame.time if frame.time is not None else index * native_period)
-            index += 1
-        else:
-            chunks.extend(downmix(frame))
-    chunks.extend(downmix(None))
-    declared = declared_seconds(container, vstream)
-    if sampler is None:
-        kept = f" of the {declared:.2f} s it declares" if declared is not None else ""
-        raise MediaError(f"{what} {path}: not a readable mp4: no decodable video frames (truncated or corrupt: "
-                         f"0 s kept{kept})")
+        with VideoStream(path, fps=25) as stream:
+            for frame in stream:          # (H, W, 3) uint8 RGB as displayed, at a constant `fps`
+                ...
+            stream.audio, stream.sample_rate, stream.declared_duration, stream.skipped_packets
 
-    audio = sample_rate = None
-    if astream is not None:
-        sample_rate = int(astream.rate)
-        audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-        if astream.duration is not None and astream.time_base is not None:
-            # AAC pads the last frame to 1024 samples; the container records the true duration.
-            n = int(round(astream.duration * astream.time_base * sample_rate))
-            audio = audio[:n] if n > 0 else audio
-    # The last frame lasts one period of the stream's rate, or up to the declared end when that comes first (a
-    # variable-rate stream's average period is not its last frame's). Per-frame durations are not used: with
-    # B-frames they are assigned in decode order, not to the frames they belong to.
-    end = sampler.last + native_period
-    if declared is not None and declared > sampler.last:
-        end = min(end, declared)
-    return VideoClip(frames=np.stack(sampler.finish(end)), fps=fps, audio=audio, sample_rate=sample_rate,
-                     declared_duration=declared, skipped_packets=decoded.skipped)
+    Frames are sampled by presentation time as in `read_mp4`; `audio` (mono float32 at the stream's rate, None
+    without an audio stream) is complete once the frames are exhausted.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, what: str = "video", *,
+                 audio_rate: int | None = None, start: float = 0.0, duration: float | None = None):
+        """audio_rate: resample the audio to this rate (None: the stream's own). start, duration: only this
+        window of the video (seconds from its first frame; frames at start + n / fps, the audio cut alike),
+        reached by seeking, so a long video can be read window by window."""
+        self.path, self.what, self._audio_rate = os.fspath(check_file(path, what)), what, audio_rate
+        self.start, self.window = float(start), duration
+        if fps is not None and not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"{what}: fps must be a positive finite number, got {fps}")
+        try:
+            self._container = av.open(self.path, mode="r")
+        except av.FFmpegError as e:
+            raise MediaError(f"{what} {self.path}: not a readable mp4: {e}") from e
+        if not self._container.streams.video:
+            self._container.close()
+            raise MediaError(f"{what} {self.path}: not a readable mp4: it has no video stream")
+        self._vstream = self._container.streams.video[0]
+        self._astream = self._container.streams.audio[0] if self._container.streams.audio else None
+        rate = self._vstream.average_rate or self._vstream.guessed_rate or self._vstream.base_rate
+        if not rate and fps is None:
+            self._container.close()
+            raise MediaError(f"{what} {self.path}: not a readable mp4: its video stream has no frame rate")
+        self.fps = float(fps or rate)
+        self.source_fps = float(rate) if rate else None
+        self._native_period = 1.0 / float(rate) if rate else 1.0 / self.fps
+        self.declared_duration = declared_seconds(self._container, self._vstream)
+        self.audio: np.ndarray | None = None
+        self.sample_rate = (audio_rate or int(self._astream.rate)) if self._astream is not None else None
+        self.skipped_packets = 0
+        self.num_frames = 0
+
+    def __enter__(self) -> VideoStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._container.close()
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    @property
+    def has_audio(self) -> bool:
+        return self._astream is not None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        sampler = None
+        chunks: list[np.ndarray] = []
+        downmix = MonoDownmix(self._audio_rate)  # any channel layout -> mono float32
+        # A window after the start: seek to the keyframe before it; frames before it only set the held frame.
+        origin = None
+        if self.start > 0:
+            first = self._vstream.start_time
+            origin = (float(first * self._vstream.time_base) if first is not None else 0.0) + self.start
+            self._container.seek(int(origin * av.time_base))
+        total = None if self.window is None else max(1, round(self.window * self.fps))
+        audio_start = None  # time of the first decoded audio sample
+        decoded = PacketFrames(self._container, self._vstream,
+                               *([self._astream] if self._astream is not None else []))
+        index = 0
+        try:
+            for frame in decoded:
+                if isinstance(frame, av.VideoFrame):
+                    if sampler is None:
+                        sampler = _ConstantRate(self.fps, functools.partial(_orient, orientation=_orientation(frame)),
+                                                origin)
+                    # Frames without timestamps (raw streams) are taken as evenly spaced at the stream's rate.
+                    for out in sampler.push(frame, frame.time if frame.time is not None else index * self._native_period):
+                        if total is not None and self.num_frames >= total:
+                            break
+                        self.num_frames += 1
+                        yield out
+                    index += 1
+                else:
+                    if audio_start is None and frame.time is not None:
+                        audio_start = float(frame.time)
+                    chunks.extend(downmix(frame))
+                if total is not None and self.num_frames >= total and self._audio_done(chunks, audio_start, origin):
+                    break
+        except av.FFmpegError as e:  # a conversion failure mid-file ends the video as its end would
+            decoded.read_error = e
+        chunks.extend(downmix(None))
+        self.skipped_packets = decoded.skipped
+        if sampler is None:
+            kept = f" of the {self.declared_duration:.2f} s it declares" if self.declared_duration is not None else ""
+            raise MediaError(f"{self.what} {self.path}: not a readable mp4: no decodable video frames (truncated or "
+                             f"corrupt: 0 s kept{kept})")
+        if self._astream is not None:
+            audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+            first = audio_start if audio_start is not None else (origin or 0.0)
+            if self._astream.duration is not None and self._astream.time_base is not None:
+                # AAC pads the last frame to 1024 samples; the container records the true duration.
+                begin = float((self._astream.start_time or 0) * self._astream.time_base)
+                end = begin + float(self._astream.duration * self._astream.time_base)
+                n = int(round((end - (first if origin is not None else begin)) * self.sample_rate))
+                audio = audio[:n] if n > 0 else audio
+            if origin is not None:  # a window: the samples from its start on
+                skip = round((origin - first) * self.sample_rate)
+                audio = audio[skip:] if skip >= 0 else np.concatenate([np.zeros(-skip, np.float32), audio])
+            if total is not None:
+                audio = audio[:round(total / self.fps * self.sample_rate)]
+            self.audio = audio
+        # The last frame lasts one period of the stream's rate, or up to the declared end when that comes first (a
+        # variable-rate stream's average period is not its last frame's). Per-frame durations are not used: with
+        # B-frames they are assigned in decode order, not to the frames they belong to.
+        end = sampler.last + self._native_period
+        if self.declared_duration is not None and self.declared_duration - self.start > sampler.last:
+            end = min(end, self.declared_duration - self.start)
+        if total is not None:
+            end = min(end, total / self.fps)
+        for out in sampler.finish(end):
+            self.num_frames += 1
+            yield out
+
+    def _audio_done(self, chunks: list[np.ndarray], audio_start: float | None, origin: float | None) -> bool:
+        """Whether the decoded audio covers the window (or there is none to wait for)."""
+        if self._astream is None:
+            return True
+        if audio_start is None:
+            return False
+        have = audio_start + sum(len(c) for c in chunks) / self.sample_rate
+        return have >= (origin or 0.0) + self.window
+
+
+def _decode(path: str, fps: float | None, what: str) -> VideoClip:
+    with VideoStream(path, fps, what) as stream:
+        frames = np.stack(list(stream))
+        return VideoClip(frames=frames, fps=stream.fps, audio=stream.audio, sample_rate=stream.sample_rate,
+                         declared_duration=stream.declared_duration, skipped_packets=stream.skipped_packets)

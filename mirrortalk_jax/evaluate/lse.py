@@ -25,6 +25,7 @@ crops. Numbers from a self-trained SyncNet, or from other crops, are internal on
 from __future__ import annotations
 
 import decimal
+from collections.abc import Callable
 import math
 from typing import Any
 
@@ -228,3 +229,16 @@ class SyncNetEmbedder:
             padded = np.pad(block, ((0, self.chunk - len(block)), (0, 0), (0, 0)))
             out.append(self.forward_aud(padded)[:len(block)])
         return np.concatenate(out)
+
+
+def sync_scorer(model: syncnet.SyncNet, vshift: int = 15) -> Callable[[Any, Any], tuple[int, float]]:
+    """(face crops (T, H, W, 3) RGB uint8 at 25 fps, audio (N,) 16 kHz) -> (AV offset in frames, confidence), the
+    QC `mirrortalk data prepare --sync_model` applies (data.prepare.dataset.SyncScorer)."""
+    from mirrortalk_jax.evaluate import sync
+
+    embedder = SyncNetEmbedder(model)
+
+    def score(frames: Any, audio: Any) -> tuple[int, float]:
+        result = sync.clip_sync(embedder, frames, audio, vshift)
+        return result.offset, result.confidence
+    return score

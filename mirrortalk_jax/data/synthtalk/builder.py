@@ -21,7 +21,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from mirrortalk_jax.data import schema, sources
+from mirrortalk_jax.data import publishing, schema, sources
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.synthtalk import corpus
 from mirrortalk_jax.data.synthtalk.style import SpeakerStyle
@@ -125,14 +125,7 @@ def build(data_dir: str | os.PathLike, variant: str | corpus.SynthTalkConfig = "
         built = staging / "synth_talk" / cfg.name / VERSION
         for split in corpus.SPLITS:
             sources.write_clip_index(built, split)
-        # Swap in: move any old build aside first so the final rename is a single atomic step.
-        trash = None
-        if final.exists():
-            trash = final.parent / f".old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-        os.replace(built, final)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        publishing.publish(built, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

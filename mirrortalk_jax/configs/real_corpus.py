@@ -1,0 +1,43 @@
+r"""MirrorTalk's three stages on a real corpus prepared by `mirrortalk data prepare` (HDTF, CREMA-D, MEAD, VoxCeleb2).
+
+    mirrortalk data prepare ~/HDTF --dataset hdtf --out data/hdtf
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/real_corpus.py:hdtf,motion_expert \
+        --workdir=runs/hdtf/motion_expert
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/real_corpus.py:hdtf,style_encoder \
+        --workdir=runs/hdtf/style_encoder --config.model.content_encoder_workdir=runs/hdtf/motion_expert
+    python -m mirrortalk_jax.main --config=mirrortalk_jax/configs/real_corpus.py:hdtf --workdir=runs/hdtf/mirrortalk \
+        --config.model.style_encoder_workdir=runs/hdtf/style_encoder \
+        --config.model.motion_expert_workdir=runs/hdtf/motion_expert
+
+The argument is `<corpus>[,<stage>][,<size>]`: corpus one of hdtf, crema_d, mead, voxceleb2 (default hdtf; its
+dataset at data/<corpus>, or `--config.data.dataset_dir`); stage motion_expert, style_encoder or mirrortalk (default); size
+base (default) or tiny (a 2-core CPU smoke run). The models read the dataset's motion space (the corpus' fitted
+mesh basis) from its metadata; nothing here depends on the number of channels. The audio standardisation
+(`model.audio_mean` / `audio_std`, where a stage has it) keeps the SynthTalk values: set your corpus' log-mel
+statistics.
+"""
+
+from mirrortalk_jax.configs import mirrortalk, motion_expert, style_encoder
+
+CORPORA = ("hdtf", "crema_d", "mead", "voxceleb2")
+STAGES = {"motion_expert": motion_expert, "style_encoder": style_encoder, "mirrortalk": mirrortalk}
+SIZES = ("base", "tiny")
+
+
+def get_config(arg: str | None = None):
+    tokens = (arg or "hdtf").split(",")
+    corpus = tokens[0] if tokens[0] in CORPORA else "hdtf"  # a bare stage or size: HDTF's
+    options = tokens[1:] if tokens[0] in CORPORA else tokens
+    unknown = sorted(set(options) - set(STAGES) - set(SIZES))
+    if len(unknown) == 1 and unknown == [tokens[0]]:
+        raise ValueError(f"unknown corpus {tokens[0]!r}: use one of {list(CORPORA)}")
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}: a stage {sorted(STAGES)} and/or a size {list(SIZES)}")
+    stage = next((o for o in options if o in STAGES), "mirrortalk")
+    size = next((o for o in options if o in SIZES), "base")
+    # The stage-0/1 configs call their full size "default", the generator's "base".
+    config = STAGES[stage].get_config("default" if size == "base" and stage != "mirrortalk" else size)
+    config.data.dataset_dir = f"data/{corpus}"
+    config.data.train_split = "train"
+    config.data.eval_split = "heldout_sentences"
+    return config
