@@ -188,3 +188,8 @@ def test_dlib68_layout_and_eye_mouth_measures_on_a_synthetic_mesh():
     assert layout.mouth_openness(mesh) == pytest.approx(0.25)
     assert layout.dlib68(np.zeros((2, 478, 3))).shape == (2, 68, 3)
     assert len(layout.DLIB68_FROM_MESH) == 68 and all(max(v) < 468 for v in layout.DLIB68_FROM_MESH)
+
+
+def test_uris_are_told_from_local_paths():
+    assert inputs._is_uri("gs://bucket/HDTF") and inputs._is_uri("s3://b/x.mp4")
+    assert not any(inputs._is_uri(p) for p in ("clip.mp4", "/data/a://b.mp4", "file:///data/x.mp4", "C:/x.mp4"))

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,8 @@ class VideoInput:
 
 
 def _is_uri(text: str) -> bool:
-    return "://" in text.split("/", 1)[0] + "/" and not text.startswith("file://")
+    """gs://bucket/x, s3://..., not a local path (file:// URIs are read as local paths by epath too)."""
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text) is not None and not text.startswith("file://")
 
 
 def _walk_local(root: Path) -> Iterator[Path]:
