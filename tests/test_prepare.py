@@ -256,3 +256,21 @@ def test_the_corpus_config_trains_on_a_prepared_dataset(prepared, tmp_path):
     assert len(losses) == 2 and all(np.isfinite(losses))
     with pytest.raises(ValueError, match="unknown corpus 'hdtf2'"):
         base_config.load_config_file(base_config.config_path("real_corpus"), "hdtf2")
+
+
+def test_speech_encoder_features_are_added_to_a_prepared_dataset(prepared, tmp_path):
+    """`mirrortalk features` copies a prepared dataset with its real-face fields and basis, adding HuBERT features
+    (the tiny HuBERT fixture, converted)."""
+    from tools import convert_hf_audio
+
+    root = Path(__file__).resolve().parents[1]
+    assert convert_hf_audio.main(["--hf_dir", str(root / "tests" / "fixtures" / "hubert_tiny"),
+                                  "--out", str(tmp_path / "hubert")]) == 0
+    out = tmp_path / "with_features"
+    assert cli.main(["features", str(tmp_path / "hubert"), str(prepared[0]), "--out", str(out)]) == 0
+    source, copy = sources.ClipSource(prepared[0], "train")[0], sources.ClipSource(out, "train")[0]
+    assert copy["audio_features"].shape[0] == len(copy["motion"]) == len(source["motion"])
+    for key in ("motion", "mesh_3d", "blendshapes", "identity", "landmarks_2d"):
+        np.testing.assert_array_equal(copy[key], source[key])
+    info = sources.load_info(out)
+    assert info.metadata["motion_basis"] == sources.load_info(prepared[0]).metadata["motion_basis"]

@@ -31,7 +31,7 @@ SPLITS = ("train", "heldout_sentences", "heldout_speakers")
 BLENDSHAPES = 52
 # (frames (T, H, W, 3) uint8 crops, audio (N,) 16 kHz) -> (offset in frames, confidence)
 SyncScorer = Callable[[np.ndarray, np.ndarray], tuple[int, float]]
-HELDOUT_SENTENCE_EVERY = 10  # every 10th clip of a training speaker (with >= 2 clips) is held out
+HELDOUT_SENTENCE_EVERY = 10  # the 10th, 20th, ... clip of each training speaker goes to heldout_sentences
 
 
 @dataclasses.dataclass(frozen=True)
