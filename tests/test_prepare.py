@@ -274,3 +274,21 @@ def test_speech_encoder_features_are_added_to_a_prepared_dataset(prepared, tmp_p
         np.testing.assert_array_equal(copy[key], source[key])
     info = sources.load_info(out)
     assert info.metadata["motion_basis"] == sources.load_info(prepared[0]).metadata["motion_basis"]
+
+
+def test_bad_command_arguments_fail_clearly_and_never_replace_a_users_folder(good_video, tmp_path, capsys):
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    base = ["data", "prepare", str(good_video), "--runner", "local"]
+    assert cli.main(base + ["--out", str(mine)]) == 2
+    assert "holds other files" in capsys.readouterr().out and (mine / "thesis.tex").exists()
+    (tmp_path / "a_file").write_text("x")
+    assert cli.main(base + ["--out", str(tmp_path / "a_file")]) == 2
+    assert "is a file" in capsys.readouterr().out
+    for flags, words in ((["--image_size", "0"], "image_size must be at least 16"),
+                         (["--min_seconds", "5", "--max_seconds", "2"], "min_seconds <= max_seconds"),
+                         (["--workers", "0"], "workers must be at least 1")):
+        assert cli.main(base + ["--out", str(tmp_path / "new")] + flags) == 2
+        assert words in capsys.readouterr().out
+    assert not (tmp_path / "new").exists()

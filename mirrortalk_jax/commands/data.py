@@ -39,13 +39,14 @@ def _data_prepare(args) -> int:
     from mirrortalk_jax.data.faces import backend
     from mirrortalk_jax.data.prepare import builders, clips, dataset
 
-    options = clips.Options(image_size=args.image_size, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
-    settings = dataset.PrepareSettings(
-        dataset=args.dataset, options=options, workers=args.workers, runner=args.runner,
-        beam_options=tuple(args.beam_options.split()), speaker_from=args.speaker_from,
-        heldout_speakers=tuple(s for s in args.heldout_speakers.split(",") if s),
-        min_sync_confidence=args.min_sync_confidence)
     try:
+        options = clips.Options(image_size=args.image_size, min_seconds=args.min_seconds,
+                                max_seconds=args.max_seconds)
+        settings = dataset.PrepareSettings(
+            dataset=args.dataset, options=options, workers=args.workers, runner=args.runner,
+            beam_options=tuple(args.beam_options.split()), speaker_from=args.speaker_from,
+            heldout_speakers=tuple(s for s in args.heldout_speakers.split(",") if s),
+            min_sync_confidence=args.min_sync_confidence)
         if args.sync_model:
             from mirrortalk_jax.evaluate import lse
             from mirrortalk_jax.runs import loader
@@ -83,7 +84,7 @@ def add_parser(jobs) -> None:
                          help="the corpus' file layout, which gives speakers, emotions and splits")
     prepare.add_argument("--image_size", type=int, default=256, help="side of the aligned face crops")
     prepare.add_argument("--workers", type=int, default=1, help="videos processed at once (processes)")
-    prepare.add_argument("--runner", default="direct",
+    prepare.add_argument("--runner", default="direct", choices=["direct", "dataflow", "flink", "spark", "local"],
                          help="direct (Apache Beam on this machine), dataflow, flink, spark (Beam on a cluster, with "
                               "--beam_options), or local (no Beam)")
     prepare.add_argument("--beam_options", default="",

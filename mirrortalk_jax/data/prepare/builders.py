@@ -134,6 +134,16 @@ def work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.prepare"
 
 
+def _check_out(out: Path) -> None:
+    """`out` is replaced when the dataset is published: it must be new, empty, or an earlier output of this job,
+    never a folder of the user's other files."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the dataset")
+    if out.is_dir() and any(out.iterdir()) and not ((out / REPORT_FILE).exists() or
+                                                     (out / "dataset_info.json").exists()):
+        raise ValueError(f"--out {out} holds other files; it would be replaced by the dataset: give a new folder")
+
+
 def prepare(videos: Sequence[str], out: str | os.PathLike,
             settings: dataset.PrepareSettings = dataset.PrepareSettings(),
             log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -143,6 +153,9 @@ def prepare(videos: Sequence[str], out: str | os.PathLike,
     it too. Raises DatasetNotWritten (after writing the report) when no training clip came out.
     """
     out = Path(out).expanduser().resolve()
+    _check_out(out)
+    if settings.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {settings.workers}")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".staging-{uuid.uuid4().hex[:8]}"
     builder = BUILDERS[layouts.layout(settings.dataset).name](

@@ -39,6 +39,14 @@ class Options:
     identity_frames: int = 3  # frames per clip the identity embedding is averaged over
     window_seconds: float = 300.0  # a longer video is read in windows of this length: memory stays bounded
 
+    def __post_init__(self):
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
+        if not 0 < self.min_seconds <= self.max_seconds:
+            raise ValueError(f"need 0 < min_seconds <= max_seconds, got {self.min_seconds} and {self.max_seconds}")
+        if self.window_seconds < self.max_seconds:
+            raise ValueError(f"window_seconds ({self.window_seconds}) must be at least max_seconds ({self.max_seconds})")
+
 
 @dataclasses.dataclass
 class ClipFile:
