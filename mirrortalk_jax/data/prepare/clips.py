@@ -44,8 +44,8 @@ class Options:
             raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
         if not 0 < self.min_seconds <= self.max_seconds:
             raise ValueError(f"need 0 < min_seconds <= max_seconds, got {self.min_seconds} and {self.max_seconds}")
-        if self.window_seconds < self.max_seconds:
-            raise ValueError(f"window_seconds ({self.window_seconds}) must be at least max_seconds ({self.max_seconds})")
+        if self.window_seconds <= 0:
+            raise ValueError(f"window_seconds must be positive, got {self.window_seconds}")
 
 
 @dataclasses.dataclass
@@ -255,7 +255,7 @@ def _crop_segments(path: str, out_dir: Path, options: Options, index: int, start
         smooth = tracking.one_euro(raw, options.fps)
         transform = tracking.crop_transforms(smooth, options.fps, image_size=options.image_size,
                                              scale=options.crop_scale)
-        plans.append((seg, raw, smooth, transform))
+        plans.append((seg, raw, smooth, transform, _identity_frames(len(seg), options.identity_frames)))
     out_dir.mkdir(parents=True, exist_ok=True)
     starts = {seg.start: k for k, (seg, *_) in enumerate(plans)}
     active: tuple[int, list[bytes], list[float], list[np.ndarray]] | None = None
@@ -269,12 +269,12 @@ def _crop_segments(path: str, out_dir: Path, options: Options, index: int, start
             if active is None:
                 continue
             k, pngs, blur, embeddings = active
-            seg, raw, smooth, transform = plans[k]
+            seg, raw, smooth, transform, identity_frames = plans[k]
             t = i - seg.start
             image = crop(frame, transform[t], options.image_size)
             pngs.append(schema.encode_png(image))
             blur.append(_laplacian_variance(image.mean(-1)))
-            if t in _identity_frames(len(seg), options.identity_frames):
+            if t in identity_frames:
                 points = layout.dlib68(tracking.to_crop(smooth[t:t + 1], transform[t:t + 1]))[0, :, :2]
                 embeddings.append(embed(image, points))
             if i + 1 == seg.stop:
