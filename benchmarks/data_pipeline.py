@@ -51,7 +51,7 @@ def main() -> None:
 
     rows = {
         "motion+log_mel": pipeline.WindowConfig(),
-        "motion+log_mel+frames": pipeline.WindowConfig(frames=True),
+        "motion+log_mel+frames": pipeline.WindowConfig(frames="window"),
     }
     result = {"variant": args.variant, "cpu_count": os.cpu_count(), "build_s": round(build_s, 1),
               "clips": num_clips, "build_clips_per_s": round(num_clips / build_s, 1),

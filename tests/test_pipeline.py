@@ -10,7 +10,7 @@ import pytest
 from mirrortalk_jax.data import audio_features, pipeline, sources
 
 WINDOW = pipeline.WindowConfig(window_frames=16, reference_frames=24, audio_feature="log_mel", waveform=True,
-                               landmarks=True, frames=True)
+                               landmarks=True, frames="window")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""`mirrortalk export renderer`: a converted renderer -> a torch-free jax.export artifact (see export/runtime.py)."""
+"""`mirrortalk export renderer`: a trained or converted renderer -> a torch-free jax.export artifact (see
+export/runtime.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ def _export_renderer(args) -> int:
 def add_parser(jobs) -> None:
     export = jobs.add_parser("export", help="write portable jax.export artifacts of converted or trained models"
                              ).add_subparsers(dest="action", required=True)
-    renderer = export.add_parser("renderer", help="export a renderer (e.g. PIRenderer) as StableHLO + weights")
-    renderer.add_argument("--checkpoint", required=True, help="converted renderer checkpoint folder (model.json)")
+    renderer = export.add_parser("renderer", help="export a renderer (ours, PIRenderer) as StableHLO + weights")
+    renderer.add_argument("--checkpoint", required=True, help="a renderer training run (its workdir) or a converted checkpoint folder (model.json)")
     renderer.add_argument("--out", required=True, help="new artifact folder")
     renderer.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), default=None,
                           help="render size (default: the checkpoint config's, 256 256 for the released model)")

@@ -25,6 +25,7 @@ from mirrortalk_jax.data import audio_features, schema
 from mirrortalk_jax.data.sources import ClipSource
 
 AUDIO_FEATURE_KINDS = ("log_mel", "mfcc", "precomputed", "none")
+FRAME_KINDS = ("none", "window", "centre")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,11 @@ class WindowConfig:
         "precomputed" (the record's `audio_features`), or "none".
       waveform: also emit the raw audio of the window, (L * sample_rate / fps,) samples.
       landmarks: also emit the window's 2D landmarks (L, K, 2).
-      frames: also emit the window's decoded frames (L, H, W, 3) uint8 (for renderers).
+      frames: decoded frames (uint8 RGB) for renderers: "window" emits `frames` (L, H, W, 3), "centre" only
+        the window's centre frame, `frames` (1, H, W, 3) (renderers driven by a motion window around the frame
+        they draw, as PIRenderer), "none" no frames.
+      source_frame: also emit `source_frame` (H, W, 3) uint8 and its motion `source_motion` (D,), from a frame
+        drawn uniformly from the whole clip: the portrait of self-reenactment training (same clip, other time).
       reference_landmarks: also emit `reference_landmarks` (K, 3), the 3D landmarks of the first frame of the
         style reference's clip (another utterance of the speaker): an identity input taken from another clip,
         for models trained cross-identity (the DreamTalk style predictor).
@@ -49,12 +54,15 @@ class WindowConfig:
     audio_feature: str = "log_mel"
     waveform: bool = False
     landmarks: bool = False
-    frames: bool = False
+    frames: str = "none"
+    source_frame: bool = False
     reference_landmarks: bool = False
 
     def __post_init__(self):
         if self.audio_feature not in AUDIO_FEATURE_KINDS:
             raise ValueError(f"audio_feature must be one of {AUDIO_FEATURE_KINDS}, got {self.audio_feature!r}")
+        if self.frames not in FRAME_KINDS:
+            raise ValueError(f"frames must be one of {FRAME_KINDS}, got {self.frames!r}")
         if self.window_frames <= 0 or self.reference_frames <= 0:
             raise ValueError(f"window_frames and reference_frames must be positive: {self}")
 
@@ -62,7 +70,8 @@ class WindowConfig:
     def from_config(cls, data_config) -> WindowConfig:
         """The training windows an experiment config's `data` section asks for."""
         return cls(window_frames=data_config.window_frames, reference_frames=data_config.reference_frames,
-                   audio_feature=data_config.audio_feature,
+                   audio_feature=data_config.audio_feature, frames=str(data_config.get("frames", "none")),
+                   source_frame=bool(data_config.get("source_frame", False)),
                    reference_landmarks=bool(data_config.get("reference_landmarks", False)))
 
 
@@ -139,10 +148,21 @@ class WindowSampler(grain.transforms.RandomMap):
             out["waveform"] = _crop(record["audio"], start * spf, length * spf)
         if cfg.landmarks:
             out["landmarks_2d"] = _crop(record["landmarks_2d"], start, length)
-        if cfg.frames:
+        if cfg.frames != "none" or cfg.source_frame:
+            if "frames" not in record:
+                raise schema.RecordError(f"clip {record['clip_id']!r} has no frames; renderers need a dataset "
+                                         "with frames (SynthTalk with_frames, or `mirrortalk data prepare`)")
+        if cfg.frames == "window":
             out["frames"] = _crop(schema.decode_frames(record["frames"][start:start + length]), 0, length)
+        elif cfg.frames == "centre":
+            centre = min(start + length // 2, num_frames - 1)  # a short clip's last frame stands in
+            out["frames"] = schema.decode_frames(record["frames"][centre:centre + 1])
         if "style_params" in record:
             out["style_params"] = record["style_params"]
+        if cfg.source_frame:  # drawn last, so the draws above are the same with or without it
+            index = int(rng.integers(num_frames))
+            out["source_frame"] = schema.decode_frames(record["frames"][index:index + 1])[0]
+            out["source_motion"] = np.asarray(motion[index], np.float32)
         return out
 
 

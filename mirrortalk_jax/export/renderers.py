@@ -3,6 +3,7 @@
     export_renderer("ckpt/dreamtalk/renderer", "exports/pirenderer")        # a converted checkpoint folder
     export_renderer(model, "exports/pirenderer", config=model_config)      # or a model in memory
     mirrortalk export renderer --checkpoint ckpt/dreamtalk/renderer --out exports/pirenderer
+    mirrortalk export renderer --checkpoint runs/renderer_base --out exports/renderer   # a trained run
 
 Each renderer registry model names its interface in SPECS (inputs, outputs, conventions); adding another
 renderer is one more entry. The artifact is run by runtime.py with jax + numpy only.
@@ -17,6 +18,7 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
+from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.export.artifact import (
     BATCH,
     DEFAULT_PLATFORMS,
@@ -55,33 +57,65 @@ def pirenderer_spec(config: ml_collections.ConfigDict, image_size: tuple[int, in
         })
 
 
+def motion_renderer_spec(config: ml_collections.ConfigDict, image_size: tuple[int, int],
+                         spec: MotionSpec | None = None) -> ExportSpec:
+    """Our renderer: portrait + its motion + the target frame's motion -> the frame, per frame (no window)."""
+    if spec is None:
+        raise ValueError("exporting a motion_renderer needs its motion space (a trained run records it)")
+    h, w = image_size
+    image = (BATCH, h, w, 3)
+    motion = f"motion in the {spec.name!r} space, channels {list(spec.channels)}"
+    return ExportSpec(
+        inputs=(TensorSpec("source_image", image, description=(
+                    "the portrait, RGB in [-1, 1] (uint8 / 127.5 - 1), one copy per frame")),
+                TensorSpec("source_motion", (BATCH, spec.dim), description=f"the portrait's own {motion}"),
+                TensorSpec("driving_motion", (BATCH, spec.dim), description=f"each frame's target {motion}")),
+        outputs=(TensorSpec("image", image, description="the rendered frames, RGB in [-1, 1] (clipped)"),),
+        apply=lambda model, source_image, source_motion, driving_motion: {
+            "image": model.render(source_image, source_motion, driving_motion)},
+        conventions={
+            "layout": "NHWC, batch first (frames along the batch)",
+            "image_size": [h, w],
+            "value_range": "images in [-1, 1]; to uint8: round((clip(x, -1, 1) + 1) * 127.5)",
+            "motion_space": spec.to_json(),
+            "frame_rate": spec.fps,
+            "original": "mirrortalk_jax models/renderer/motion_renderer.py",
+        })
+
+
 # Registry model name -> its export interface.
-SPECS: dict[str, Callable[[ml_collections.ConfigDict, tuple[int, int]], ExportSpec]] = {
-    "pirenderer": pirenderer_spec,
+SPECS: dict[str, Callable[..., ExportSpec]] = {
+    "pirenderer": lambda config, size, spec=None: pirenderer_spec(config, size),
+    "motion_renderer": motion_renderer_spec,
 }
 
 
-def export_renderer(model_or_checkpoint_dir: nnx.Module | str | os.PathLike, out_dir: str | os.PathLike, *,
-                    config: ml_collections.ConfigDict | None = None, image_size: Sequence[int] | None = None,
-                    platforms: Sequence[str] = DEFAULT_PLATFORMS) -> Path:
-    """Exports a renderer: a converted checkpoint folder (runs.loader.load_model) or a model with its `config`.
+def export_renderer(model_or_run: nnx.Module | str | os.PathLike, out_dir: str | os.PathLike, *,
+                    config: ml_collections.ConfigDict | None = None, spec: MotionSpec | None = None,
+                    image_size: Sequence[int] | None = None, platforms: Sequence[str] = DEFAULT_PLATFORMS) -> Path:
+    """Exports a renderer: a training run's workdir or a converted checkpoint folder (runs.loader.load_model),
+    or a model with its `config` (and motion `spec` for renderers of a motion space).
 
     `image_size` (H, W): default the config's `image_size` (256x256 for the released PIRenderer). The batch
-    size stays symbolic. The manifest records the checkpoint's sha256 (the original file's, when the converter
-    recorded it, and the converted folder's).
+    size stays symbolic. The manifest records where the weights came from: the original checkpoint's sha256
+    when a converter recorded it and the converted folder's, or the run and its step. Training-only parts (the
+    losses' discriminator) are left out.
     """
     source: dict[str, object] = {}
-    if isinstance(model_or_checkpoint_dir, str | os.PathLike):
+    if isinstance(model_or_run, str | os.PathLike):
         from mirrortalk_jax.runs import converted, loader
 
-        directory = Path(model_or_checkpoint_dir)
-        loaded = loader.load_model(directory)
-        model, config = loaded.model, loaded.model_config
-        meta = converted.load_meta(directory)
-        source = {"checkpoint": meta.get("source") or None, "sha256": meta.get("source_sha256"),
-                  "converted_checkpoint": directory.name, "converted_sha256": directory_sha256(directory)}
+        directory = Path(model_or_run)
+        loaded = loader.load_model(directory, what="renderer")
+        model, config, spec = loaded.model, loaded.model_config, loaded.spec
+        if converted.is_converted(directory):
+            meta = converted.load_meta(directory)
+            source = {"checkpoint": meta.get("source") or None, "sha256": meta.get("source_sha256"),
+                      "converted_checkpoint": directory.name, "converted_sha256": directory_sha256(directory)}
+        else:
+            source = {"training_run": directory.name, "step": loaded.step}
     else:
-        model = model_or_checkpoint_dir
+        model = model_or_run
         if config is None:
             raise ValueError("pass config= (the model's config) when exporting a model object")
     if config.name not in SPECS:
@@ -89,5 +123,7 @@ def export_renderer(model_or_checkpoint_dir: nnx.Module | str | os.PathLike, out
     size = tuple(int(s) for s in (image_size or config.get("image_size", (256, 256))))
     if len(size) != 2:
         raise ValueError(f"image_size must be (height, width), got {size}")
-    return export_model(model, SPECS[config.name](config, size), out_dir, model_name=config.name,
+    if getattr(model, "losses", None) is not None:
+        model.losses = None  # the training objective (a discriminator) is no part of the renderer
+    return export_model(model, SPECS[config.name](config, size, spec), out_dir, model_name=config.name,
                         platforms=platforms, model_config=config.to_dict(), source=source)

@@ -73,6 +73,7 @@ _MODULES = {
     "dreamtalk_lip_expert": "mirrortalk_jax.models.dreamtalk.lip_expert",
     "dreamtalk_style_predictor": "mirrortalk_jax.models.dreamtalk.style_predictor",
     "pirenderer": "mirrortalk_jax.models.pirenderer.renderer",
+    "motion_renderer": "mirrortalk_jax.models.renderer.motion_renderer",
     "syncnet": "mirrortalk_jax.models.syncnet.model",
     "mimictalk_a2m": "mirrortalk_jax.models.mimictalk.a2m",
     "hubert": "mirrortalk_jax.models.audio_encoders.wav2vec2",

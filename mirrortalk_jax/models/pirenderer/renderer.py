@@ -29,6 +29,7 @@ from flax import nnx
 from mirrortalk_jax.models.nn import image_layers as il
 from mirrortalk_jax.models.nn import warp
 from mirrortalk_jax.models.registry import register
+from mirrortalk_jax.models.renderer.losses import RenderLosses, to_unit
 
 LEAKY_SLOPE = 0.1  # nn.LeakyReLU(0.1) everywhere in the renderer
 SEMANTIC_RADIUS = 13  # the demo's window: frames i-13 .. i+13
@@ -256,6 +257,9 @@ class PIRenderer(nnx.Module):
         self.editing_net = EditingNet(config.image_nc, d, config.editing.base_nc, m, config.editing.layers,
                                       config.editing.num_res_blocks, rngs, precision)
         self.multiple = 2 ** max(config.warping.encoder_layers, config.editing.layers)
+        # Training (fine-tuning released weights, or from scratch on a dataset's motion space): the renderers'
+        # shared losses, created last so a config without them builds exactly the converted port.
+        self.losses = RenderLosses(config.loss, rngs) if "loss" in config else None
 
     def __call__(self, source_image: jax.Array, driving_source: jax.Array, *,
                  stage: str = "full") -> dict[str, jax.Array]:
@@ -276,6 +280,22 @@ class PIRenderer(nnx.Module):
         return self(source_image, driving_source)["fake_image"]
 
 
+    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict]:
+        """Self-reenactment as in PIRenderer's training: the window's centre frame is drawn from the clip's
+        `source_frame` and the motion window around it; the warp stage's output is scored too (`loss.warp`).
+
+        Reads source_frame (B, H, W, 3) uint8, motion (B, T, coeff_nc) (T >= 25, e.g. 27), frames (B, 1, H, W, 3)
+        uint8 (the centre frame: data.frames = "centre") and motion_mask (B, T)."""
+        del rng, train
+        if self.losses is None:
+            raise ValueError("this PIRenderer config has no `loss` section; it cannot be trained")
+        motion = batch["motion"]
+        centre = motion.shape[1] // 2
+        out = self(to_unit(batch["source_frame"]), motion)
+        return self.losses(out["fake_image"], batch["frames"][:, 0], batch["motion_mask"][:, centre],
+                           warped=out["warp_image"])
+
+
 @nnx.jit(static_argnames="stage")
 def forward(model: PIRenderer, source_image: jax.Array, driving_source: jax.Array, stage: str = "full"
             ) -> dict[str, jax.Array]:
@@ -285,5 +305,14 @@ def forward(model: PIRenderer, source_image: jax.Array, driving_source: jax.Arra
 
 @register("pirenderer")
 def _build(config, spec, rngs: nnx.Rngs) -> PIRenderer:
-    del spec  # renders 3DMM motion windows; no motion space of ours is involved
+    """coeff_nc 0 takes the motion space's width (training on a dataset's own motion); the released port reads
+    73 3DMM coefficients (64 expression, 6 pose, 3 crop) and is built without a spec."""
+    if spec is not None and config.coeff_nc in (0, spec.dim):
+        config = config.copy_and_resolve_references()
+        config.coeff_nc = spec.dim
+    elif spec is not None:
+        raise ValueError(f"pirenderer coeff_nc={config.coeff_nc} does not match the dataset's motion space "
+                         f"{spec.name!r} of {spec.dim} channels; set model.coeff_nc=0 to take the dataset's")
+    elif config.coeff_nc <= 0:
+        raise ValueError("pirenderer coeff_nc=0 takes the motion width from a dataset: build it with a MotionSpec")
     return PIRenderer(config, rngs)

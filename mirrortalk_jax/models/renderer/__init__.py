@@ -1,0 +1,1 @@
+"""The project's renderer (motion_renderer.py) and what every trainable renderer shares (losses, discriminator)."""

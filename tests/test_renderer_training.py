@@ -1,0 +1,222 @@
+"""Renderer training by self-reenactment with the shared trainer: ours (motion_renderer) and the PIRenderer port.
+
+Loss falls, resume is exact, a step on an 8-device fsdp mesh matches data parallel, a trained run exports and
+runs from the artifact in a fresh process that never imports the package; the shared losses give renderer and
+discriminator exactly their own gradients; the self-reenactment windows carry what the renderers read.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mirrortalk_jax import base_config, safe_paths
+from mirrortalk_jax.data import pipeline, schema
+from mirrortalk_jax.data.sources import ClipSource
+from mirrortalk_jax.data.synthtalk.builder import SYNTHTALK_SPEC
+from mirrortalk_jax.export import renderers, runtime
+from mirrortalk_jax.models.registry import create_model
+from mirrortalk_jax.models.renderer import losses as render_losses
+from mirrortalk_jax.objectives import image_reconstruction as rec
+from mirrortalk_jax.runs import loader
+from mirrortalk_jax.train import trainer
+from mirrortalk_jax.train.metrics import read_metrics
+
+
+def _config(dataset, arg="tiny", **train):
+    config = base_config.load_config_file(base_config.config_path("renderer"), arg)
+    config.data.dataset_dir = str(dataset)
+    config.train.update(dict(batch_size=8, num_steps=20, log_every=1, eval_every=0, checkpoint_every=10,
+                             warmup_steps=2, decay_steps=20))
+    config.train.update(train)
+    return config
+
+
+def _params(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def _early_late(workdir):
+    losses = [m["train/loss"] for m in read_metrics(workdir) if "train/loss" in m]
+    assert all(np.isfinite(losses))
+    return np.mean(losses[:3]), np.mean(losses[-3:])
+
+
+def test_ours_learns_and_resumes_exactly(micro_dataset, tmp_path):
+    straight = trainer.train_and_evaluate(_config(micro_dataset), tmp_path / "straight")
+    early, late = _early_late(tmp_path / "straight")
+    assert late < 0.8 * early
+    trainer.train_and_evaluate(_config(micro_dataset, num_steps=10), tmp_path / "split")
+    resumed = trainer.train_and_evaluate(_config(micro_dataset), tmp_path / "split")
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    # The run loads as a model that renders (clipped to [-1, 1]) the motion space it was trained on.
+    run = loader.load_model(tmp_path / "split")
+    assert run.spec == SYNTHTALK_SPEC and run.step == 20
+    frames = run.model.render(jnp.zeros((2, 48, 48, 3)), jnp.zeros((2, 18)), jnp.ones((2, 18)))
+    assert frames.shape == (2, 48, 48, 3) and float(jnp.abs(frames).max()) <= 1.0
+
+
+def test_fsdp_step_shards_parameters_and_matches_data_parallel(micro_dataset, tmp_path):
+    assert jax.device_count() == 8
+    dp = trainer.train_and_evaluate(_config(micro_dataset, num_steps=3), tmp_path / "dp")
+    config = _config(micro_dataset, num_steps=3)
+    config.mesh.ici_data, config.mesh.ici_fsdp = 4, 2
+    fsdp = trainer.train_and_evaluate(config, tmp_path / "fsdp")
+    kernel = fsdp.params["res"][0]["a"]["conv"]["kernel"]
+    kernel = kernel.value if isinstance(kernel, nnx.Variable) else kernel
+    assert tuple(kernel.sharding.spec)[:3] == (None, None, "fsdp")  # logical (conv, conv, embed, mlp)
+    losses = [[m["train/loss"] for m in read_metrics(tmp_path / run)] for run in ("dp", "fsdp")]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    # Adam divides each gradient by its own running magnitude, so parameters whose gradients are at float noise
+    # level (the layers behind the zero-initialised flow head in the first steps) move by up to the learning rate
+    # either way; every other parameter agrees closely.
+    a, b = (np.concatenate([x.ravel() for x in _params(s)]) for s in (dp, fsdp))
+    close = np.isclose(a, b, rtol=2e-4, atol=2e-5)
+    assert close.mean() > 0.98, close.mean()
+    assert np.abs(a - b).max() <= 3 * config.train.learning_rate
+
+
+def test_pirenderer_trains_on_a_dataset_motion_space(tiny_dataset, tmp_path):
+    config = _config(tiny_dataset, "tiny,pirenderer", num_steps=16)
+    state = trainer.train_and_evaluate(config, tmp_path)
+    early, late = _early_late(tmp_path)
+    assert late < 0.8 * early
+    # coeff_nc 0 took the dataset's 18 channels: the mapping net's first convolution reads them.
+    assert state.params["mapping_net"]["first"]["kernel"].shape[1] == SYNTHTALK_SPEC.dim
+    with pytest.raises(ValueError, match="does not match the dataset's motion space"):
+        bad = config.model.copy_and_resolve_references()
+        bad.coeff_nc = 73
+        create_model(bad, SYNTHTALK_SPEC, nnx.Rngs(0))
+
+
+def test_gan_terms_give_each_network_only_its_own_gradient():
+    config = render_losses.default_config(ms_ssim_scales=1, discriminator=(8, 16))
+    config.adversarial, config.feature_matching = 0.5, 1.0
+    losses = render_losses.RenderLosses(config, nnx.Rngs(0))
+    r = np.random.default_rng(0)
+    fake = jnp.asarray(r.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+    real = jnp.asarray(r.integers(0, 256, (2, 32, 32, 3)), jnp.uint8)
+    weight = jnp.ones(2)
+    graphdef, params = nnx.split(losses)
+
+    def total(params, fake):
+        return nnx.merge(graphdef, params)(fake, real, weight)[0]
+
+    d_grads, fake_grad = jax.grad(total, argnums=(0, 1))(params, fake)
+    critic = nnx.merge(graphdef, params).discriminator
+    critic_def, critic_params = nnx.split(critic)
+    real_unit = render_losses.to_unit(real)
+
+    def d_loss(p):  # the discriminator's own objective only
+        d = nnx.merge(critic_def, p)
+        return config.adversarial * rec.gan_discriminator(d(real_unit)[1], d(fake)[1]).mean()
+
+    def g_loss(fake):  # the renderer's objective with the discriminator held fixed
+        d = nnx.merge(critic_def, critic_params)
+        fm = rec.feature_l1(d(fake)[0], d(real_unit)[0]).mean()
+        return (rec.l1(fake, real_unit).mean() + rec.ms_ssim_loss(fake, real_unit, 1).mean()
+                + config.adversarial * rec.gan_generator(d(fake)[1]).mean() + config.feature_matching * fm)
+
+    want_d = jax.grad(d_loss)(critic_params)
+    for a, b in zip(jax.tree.leaves(d_grads["discriminator"]), jax.tree.leaves(want_d)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fake_grad, jax.grad(g_loss)(fake), rtol=1e-4, atol=1e-7)
+
+
+def test_loss_config_is_checked():
+    cfg = render_losses.default_config()
+    cfg.feature_matching = 1.0
+    with pytest.raises(ValueError, match="set adversarial > 0"):
+        render_losses.RenderLosses(cfg, nnx.Rngs(0))
+    cfg = render_losses.default_config()
+    cfg.l1 = -1.0
+    with pytest.raises(ValueError, match=">= 0"):
+        render_losses.RenderLosses(cfg, nnx.Rngs(0))
+    with pytest.raises(ValueError, match="at least 176 px"):
+        rec.ms_ssim_loss(jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 3)), scales=5)
+
+
+def test_ms_ssim_single_scale_is_gaussian_ssim_and_identical_images_score_zero():
+    from skimage.metrics import structural_similarity
+
+    r = np.random.default_rng(1)
+    a = r.uniform(0, 1, (40, 40, 3))
+    b = np.clip(a + r.normal(0, 0.1, a.shape), 0, 1)
+    want = structural_similarity(a, b, channel_axis=-1, data_range=1.0, gaussian_weights=True,
+                                 use_sample_covariance=False)
+    got = 1.0 - float(rec.ms_ssim_loss(jnp.asarray(b[None] * 2 - 1, jnp.float32),
+                                       jnp.asarray(a[None] * 2 - 1, jnp.float32), scales=1)[0])
+    assert abs(got - want) < 2e-4
+    x = jnp.asarray(r.uniform(-1, 1, (2, 48, 48, 3)), jnp.float32)
+    np.testing.assert_allclose(rec.ms_ssim_loss(x, x, scales=3), 0.0, atol=1e-5)
+    assert float(rec.ms_ssim_loss(x, -x, scales=3).min()) > 0.5
+
+
+def test_self_reenactment_windows(micro_dataset):
+    source = ClipSource(micro_dataset, "train")
+    cfg = pipeline.WindowConfig(window_frames=5, reference_frames=4, audio_feature="none", frames="centre",
+                                source_frame=True)
+    batch = next(iter(pipeline.training_dataset(source, cfg, batch_size=2, seed=0)))
+    assert batch["frames"].shape == (2, 1, 48, 48, 3) and batch["source_frame"].shape == (2, 48, 48, 3)
+    assert batch["source_motion"].shape == (2, 18)
+    for i in range(2):  # the source frame and its motion are one frame of the same clip
+        record = source[int(batch["clip_index"][i])]
+        match = np.flatnonzero(np.all(record["motion"] == batch["source_motion"][i], axis=1))
+        assert len(match) >= 1
+        frame = schema.decode_frames(record["frames"][match[0]:match[0] + 1])[0]
+        np.testing.assert_array_equal(frame, batch["source_frame"][i])
+        centre = int(batch["start_frame"][i]) + 2
+        np.testing.assert_array_equal(schema.decode_frames(record["frames"][centre:centre + 1]), batch["frames"][i])
+    # Adding frames draws after everything else: the windows themselves do not change.
+    plain = next(iter(pipeline.training_dataset(source, pipeline.WindowConfig(
+        window_frames=5, reference_frames=4, audio_feature="none"), batch_size=2, seed=0)))
+    np.testing.assert_array_equal(plain["motion"], batch["motion"])
+    with pytest.raises(ValueError, match="frames must be one of"):
+        pipeline.WindowConfig(frames="all")
+
+
+STANDALONE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import runtime
+    renderer = runtime.load(sys.argv[2])
+    inputs = np.load(sys.argv[3])
+    out = {f"b{b}": renderer(source_image=inputs["image"][:b], source_motion=inputs["source"][:b],
+                             driving_motion=inputs["driving"][:b])["image"] for b in (1, 3)}
+    assert not [m for m in sys.modules if m.split(".")[0] in ("mirrortalk_jax", "flax")]
+    np.savez(sys.argv[4], **out)
+""")
+
+
+def test_trained_run_exports_and_runs_from_the_artifact_alone(micro_dataset, tmp_path):
+    trainer.train_and_evaluate(_config(micro_dataset, num_steps=2), tmp_path / "run")
+    artifact = renderers.export_renderer(tmp_path / "run", tmp_path / "artifact", platforms=("cpu",))
+    manifest = runtime.load(artifact).manifest
+    assert manifest["model"] == "motion_renderer" and manifest["source"] == {"training_run": "run", "step": 2}
+    assert not [w for w in np.load(artifact / "weights.npz").files if w.startswith("losses/")]  # training-only
+    r = np.random.default_rng(0)
+    inputs = {"image": r.uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32),
+              "source": r.normal(size=(3, 18)).astype(np.float32), "driving": r.normal(size=(3, 18)).astype(np.float32)}
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    (tmp_path / "run.py").write_text(STANDALONE)
+    (tmp_path / "served").mkdir()
+    for file in (runtime.__file__, safe_paths.__file__):
+        shutil.copy(file, tmp_path / "served")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "served"), str(artifact),
+                    str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")], check=True, cwd=tmp_path, timeout=600,
+                   env=env)
+    model = loader.load_model(tmp_path / "run").model
+    with np.load(tmp_path / "out.npz") as out:
+        for b in (1, 3):
+            want = model.render(inputs["image"][:b], inputs["source"][:b], inputs["driving"][:b])
+            np.testing.assert_allclose(out[f"b{b}"], want, atol=5e-5)
