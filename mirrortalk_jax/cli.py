@@ -19,7 +19,7 @@ import logging
 import sys
 
 # Each module defines add_parser(subparsers) and sets `func` on its parsers; heavy imports stay inside the jobs.
-COMMANDS = ("data", "demo", "evaluate", "generate", "export", "features")
+COMMANDS = ("data", "demo", "evaluate", "evaluate_renderers", "generate", "export", "features")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -220,3 +220,41 @@ def test_trained_run_exports_and_runs_from_the_artifact_alone(micro_dataset, tmp
         for b in (1, 3):
             want = model.render(inputs["image"][:b], inputs["source"][:b], inputs["driving"][:b])
             np.testing.assert_allclose(out[f"b{b}"], want, atol=5e-5)
+
+
+def test_vgg_perceptual_loss_trains_with_the_network_frozen_and_left_out_of_exports(micro_dataset, tmp_path):
+    """A VGG19 converted from torchvision-layout weights (random here, at small widths) is the renderer's frozen
+    `perceptual_net` part: the term is logged, the network's weights never move, the run reloads without the
+    converted folder, and the export leaves it out."""
+    from safetensors.numpy import save_file
+
+    from mirrortalk_jax.convert import vgg as convert_vgg
+
+    r = np.random.default_rng(0)
+    widths, blocks, tensors, index, in_ch = (8, 8, 16, 16, 16), (2, 2, 4, 4, 4), {}, 0, 3
+    for width, size in zip(widths, blocks):  # torchvision's vgg19 `features` indexing at small widths
+        for _ in range(size):
+            tensors[f"features.{index}.weight"] = (r.standard_normal((width, in_ch, 3, 3))
+                                                   * np.sqrt(2 / (9 * in_ch))).astype(np.float32)
+            tensors[f"features.{index}.bias"] = np.zeros(width, np.float32)
+            index, in_ch = index + 2, width
+        index += 1  # the block's max pool
+    save_file(tensors, str(tmp_path / "vgg.safetensors"))
+    vgg_config = base_config.load_config_file(base_config.config_path("vgg19"), "small").model
+    vgg_dir = convert_vgg.convert_checkpoint(tmp_path / "vgg.safetensors", tmp_path / "vgg19", vgg_config)
+
+    config = _config(micro_dataset, num_steps=3)
+    config.model.loss.perceptual = 1.0
+    with pytest.raises(ValueError, match="needs model.perceptual_net"):
+        trainer.train_and_evaluate(config, tmp_path / "no_net")
+    config.model.perceptual_net = str(vgg_dir)
+    state = trainer.train_and_evaluate(config, tmp_path / "run")
+    metrics = [m for m in read_metrics(tmp_path / "run") if "train/perceptual" in m]
+    assert len(metrics) == 3 and all(np.isfinite(m["train/perceptual"]) and m["train/perceptual"] > 0 for m in metrics)
+    vgg = loader.load_model(vgg_dir).model
+    for want, got in zip(jax.tree.leaves(nnx.state(vgg, nnx.Param)), jax.tree.leaves(state.params["perceptual_net"])):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    shutil.rmtree(vgg_dir)  # the run stored the part's config; its weights are in the run's checkpoint
+    assert loader.load_model(tmp_path / "run").model.perceptual_net is not None
+    artifact = renderers.export_renderer(tmp_path / "run", tmp_path / "artifact", platforms=("cpu",))
+    assert not [w for w in np.load(artifact / "weights.npz").files if w.startswith(("perceptual_net/", "losses/"))]

@@ -39,8 +39,8 @@ CONFIGS = [(os.path.relpath(path, ROOT), variant) for path in CONFIG_FILES
 
 
 def _spec(config):
-    """SynthTalk's motion space, or one of the width a config fixes (e.g. 64 BFM coefficients)."""
-    dim = int(config.model.get("motion_dim", 0) or 0)
+    """SynthTalk's motion space, or one of the width a config fixes (e.g. 64 BFM coefficients, PIRenderer's 73)."""
+    dim = int(config.model.get("motion_dim", 0) or config.model.get("coeff_nc", 0) or 0)
     if not dim or dim == SYNTHTALK_SPEC.dim:
         return SYNTHTALK_SPEC
     channels = tuple(f"c{i}" for i in range(dim))

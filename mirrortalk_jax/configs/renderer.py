@@ -12,6 +12,9 @@ Options:
               (tools/convert_dreamtalk.py) and pass --config.train.init_from='(("", "ckpt/dreamtalk/renderer"),)'
               on a dataset in their 73-coefficient 3DMM space.
   gan         add the PatchGAN adversarial loss and the discriminator feature-matching (perceptual) loss.
+The VGG19 perceptual loss (PIRenderer's) takes a network converted from torchvision weights:
+    python tools/convert_vgg.py --weights vgg19-dcbb9e9d.pth --out ckpt/vgg19
+    ... --config.model.perceptual_net=ckpt/vgg19 --config.model.loss.perceptual=1.0
 
 Self-reenactment: each example is a window of `data.window_frames` frames of a clip (the targets) and another
 frame of the same clip (`data.source_frame`, the portrait). Watch train/psnr and eval/psnr in metrics.jsonl.
@@ -61,15 +64,17 @@ def get_config(arg: str | None = None):
         config.model.image_size = (side, side)
         config.data.window_frames = 2  # targets per source portrait: two frames share one source encoding
         config.data.frames = "window"
+    config.model.perceptual_net = ""  # a converted VGG19 (frozen) for loss.perceptual
     config.model.loss = losses.default_config(ms_ssim_scales=3 if size == "tiny" else 5)
     if "gan" in options:
         config.model.loss.adversarial = 0.1
         config.model.loss.feature_matching = 1.0
     if size == "tiny":
-        base_config.cpu_budget(config, batch_size=8, num_steps=400, warmup_steps=20, eval_every=100,
-                               learning_rate=2e-3)
+        # 16 target frames per step for both renderers: ours draws 2 per portrait, PIRenderer 1.
+        base_config.cpu_budget(config, batch_size=16 if "pirenderer" in options else 8, num_steps=400,
+                               warmup_steps=20, eval_every=100, learning_rate=2e-3)
     else:
-        config.train.batch_size = 32
+        config.train.batch_size = 32 if "pirenderer" in options else 16  # 32 target frames per step
         config.train.num_steps = 200_000
         config.train.learning_rate = 2e-4
         config.train.weight_decay = 0.0

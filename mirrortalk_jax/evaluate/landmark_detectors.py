@@ -83,6 +83,50 @@ class DlibLandmarkDetector:
             np.zeros((0, landmarks.NUM_LANDMARKS, 2))
 
 
+class MeshLandmarkDetector:
+    """The prepare pipeline's tracker as a detector: MediaPipe's 478-point mesh mapped to the dlib-68 layout
+    (data/faces/layout.py), per frame (image mode, no tracking between frames).
+
+    Frames smaller than `min_side` are upscaled (bicubic) before detection and the points scaled back: the
+    landmarker misses faces in small crops such as 64x64 renders. Needs the `faces` extra (mediapipe). Its
+    points are not dlib's: compare distances from one backend only.
+    """
+
+    def __init__(self, min_side: int = 256, min_confidence: float = 0.3):
+        from mirrortalk_jax.data.faces.landmarker import FaceLandmarker
+
+        self.min_side = int(min_side)
+        self._marker = FaceLandmarker(num_faces=1, video=False, min_confidence=min_confidence)
+
+    def _frame(self, frame: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        from mirrortalk_jax.data.faces import layout
+
+        h, w = frame.shape[:2]
+        scale = max(1.0, self.min_side / min(h, w))
+        if scale > 1.0:
+            frame = np.asarray(Image.fromarray(frame).resize((round(w * scale), round(h * scale)), Image.BICUBIC))
+        faces = self._marker.detect(frame)
+        if not faces:
+            return np.full((landmarks.NUM_LANDMARKS, 2), np.nan)
+        return layout.dlib68(faces[0].mesh)[:, :2].astype(np.float64) / scale
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        frames = _check_frames(frames, "frames")
+        return np.stack([self._frame(np.ascontiguousarray(f)) for f in frames]) if len(frames) else \
+            np.zeros((0, landmarks.NUM_LANDMARKS, 2))
+
+    def close(self) -> None:
+        self._marker.close()
+
+    def __enter__(self) -> MeshLandmarkDetector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _check_frames(frames, name: str) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:

@@ -26,11 +26,14 @@ class Column:
 
 COLUMNS = (
     Column("ssim", "SSIM", "↑"), Column("psnr", "PSNR", "↑", "{:.2f}"), Column("fid", "FID", "↓", "{:.2f}"),
+    Column("perceptual", "Perceptual", "↓", "{:.4f}"),
     Column("m_lmd", "M-LMD", "↓"), Column("f_lmd", "F-LMD", "↓"),
+    Column("landmark_frames", "tracked", "", "{:.2f}"),
     Column("lse_c", "Sync_conf", "↑"), Column("lse_d", "LSE-D", "↓"),
     Column("style_sim", "StyleSim", "↑"), Column("retrieval_acc", "Retrieval", "↑", "{:.2f}"),
     Column("aed", "AED", "↓"), Column("apd", "APD", "↓"),
     Column("offset_zero_fraction", "offset 0", "", "{:.2f}"),
+    Column("clips", "clips", "", "{:.0f}"), Column("frames", "frames", "", "{:.0f}"),
 )
 _KEYS = tuple(c.key for c in COLUMNS)
 

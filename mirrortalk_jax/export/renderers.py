@@ -123,7 +123,7 @@ def export_renderer(model_or_run: nnx.Module | str | os.PathLike, out_dir: str |
     size = tuple(int(s) for s in (image_size or config.get("image_size", (256, 256))))
     if len(size) != 2:
         raise ValueError(f"image_size must be (height, width), got {size}")
-    if getattr(model, "losses", None) is not None:
-        model.losses = None  # the training objective (a discriminator) is no part of the renderer
+    for name in getattr(model, "training_only", ()):
+        setattr(model, name, None)  # the training objective (discriminator, perceptual net) is no part of it
     return export_model(model, SPECS[config.name](config, size, spec), out_dir, model_name=config.name,
                         platforms=platforms, model_config=config.to_dict(), source=source)

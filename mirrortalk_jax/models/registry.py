@@ -75,6 +75,7 @@ _MODULES = {
     "pirenderer": "mirrortalk_jax.models.pirenderer.renderer",
     "motion_renderer": "mirrortalk_jax.models.renderer.motion_renderer",
     "syncnet": "mirrortalk_jax.models.syncnet.model",
+    "vgg19": "mirrortalk_jax.models.vgg.vgg19",
     "mimictalk_a2m": "mirrortalk_jax.models.mimictalk.a2m",
     "hubert": "mirrortalk_jax.models.audio_encoders.wav2vec2",
     "wav2vec2": "mirrortalk_jax.models.audio_encoders.wav2vec2",

@@ -28,8 +28,8 @@ from flax import nnx
 
 from mirrortalk_jax.models.nn import image_layers as il
 from mirrortalk_jax.models.nn import warp
-from mirrortalk_jax.models.registry import register
-from mirrortalk_jax.models.renderer.losses import RenderLosses, to_unit
+from mirrortalk_jax.models.registry import Part, register
+from mirrortalk_jax.models.renderer.losses import RenderLosses, check_perceptual, to_unit
 
 LEAKY_SLOPE = 0.1  # nn.LeakyReLU(0.1) everywhere in the renderer
 SEMANTIC_RADIUS = 13  # the demo's window: frames i-13 .. i+13
@@ -247,7 +247,11 @@ class PIRenderer(nnx.Module):
     """source_image (B, H, W, 3) in [-1, 1], driving_source (B, 27, coeff_nc) -> dict of
     descriptor (B, D), hourglass_out, flow_field (B, H/4, W/4, 2), warp_image and fake_image (B, H, W, 3)."""
 
-    def __init__(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
+    # Held for training only: export and inference builds leave them out (export/renderers.py).
+    training_only = ("losses", "perceptual_net")
+
+    def __init__(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs, *,
+                 perceptual_net: nnx.Module | None = None):
         d, m = config.descriptor_nc, config.max_nc
         precision = config.get("precision", "default")
         self.image_size = tuple(config.get("image_size", (256, 256)))
@@ -260,6 +264,9 @@ class PIRenderer(nnx.Module):
         # Training (fine-tuning released weights, or from scratch on a dataset's motion space): the renderers'
         # shared losses, created last so a config without them builds exactly the converted port.
         self.losses = RenderLosses(config.loss, rngs) if "loss" in config else None
+        check_perceptual(config, perceptual_net)
+        self.perceptual_net = perceptual_net  # frozen: a pretrained feature network (a run's part)
+        self.frozen_parts = ("perceptual_net",) if perceptual_net is not None else ()
 
     def __call__(self, source_image: jax.Array, driving_source: jax.Array, *,
                  stage: str = "full") -> dict[str, jax.Array]:
@@ -280,6 +287,17 @@ class PIRenderer(nnx.Module):
         return self(source_image, driving_source)["fake_image"]
 
 
+    # The renderer interface (models/renderer/__init__.py), shared with our renderer.
+    def driving(self, motion: jax.Array | np.ndarray, start: int = 0, stop: int | None = None) -> jax.Array:
+        """Per-frame driving input of frames start..stop-1 of a clip's motion (T, D): their 27-frame windows."""
+        return motion_windows(motion, start=start, stop=stop)
+
+    def render_frames(self, source_image: jax.Array, source_motion: jax.Array, driving: jax.Array) -> jax.Array:
+        """(n, H, W, 3) portraits in [-1, 1], (n, D) their motion (unused: PIRenderer reads only the target's),
+        (n, 27, D) from `driving` -> (n, H, W, 3) frames."""
+        del source_motion
+        return self.render(source_image, driving)
+
     def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict]:
         """Self-reenactment as in PIRenderer's training: the window's centre frame is drawn from the clip's
         `source_frame` and the motion window around it; the warp stage's output is scored too (`loss.warp`).
@@ -293,7 +311,7 @@ class PIRenderer(nnx.Module):
         centre = motion.shape[1] // 2
         out = self(to_unit(batch["source_frame"]), motion)
         return self.losses(out["fake_image"], batch["frames"][:, 0], batch["motion_mask"][:, centre],
-                           warped=out["warp_image"])
+                           warped=out["warp_image"], perceptual_net=self.perceptual_net)
 
 
 @nnx.jit(static_argnames="stage")
@@ -303,8 +321,8 @@ def forward(model: PIRenderer, source_image: jax.Array, driving_source: jax.Arra
     return model(source_image, driving_source, stage=stage)
 
 
-@register("pirenderer")
-def _build(config, spec, rngs: nnx.Rngs) -> PIRenderer:
+@register("pirenderer", parts={"perceptual_net": Part("perceptual_net", same_motion_space=False)})
+def _build(config, spec, rngs: nnx.Rngs, *, perceptual_net: nnx.Module | None = None) -> PIRenderer:
     """coeff_nc 0 takes the motion space's width (training on a dataset's own motion); the released port reads
     73 3DMM coefficients (64 expression, 6 pose, 3 crop) and is built without a spec."""
     if spec is not None and config.coeff_nc in (0, spec.dim):
@@ -315,4 +333,4 @@ def _build(config, spec, rngs: nnx.Rngs) -> PIRenderer:
                          f"{spec.name!r} of {spec.dim} channels; set model.coeff_nc=0 to take the dataset's")
     elif config.coeff_nc <= 0:
         raise ValueError("pirenderer coeff_nc=0 takes the motion width from a dataset: build it with a MotionSpec")
-    return PIRenderer(config, rngs)
+    return PIRenderer(config, rngs, perceptual_net=perceptual_net)

@@ -7,8 +7,11 @@ Terms (weights in `config.loss`, 0 switches a term off):
   l1, ms_ssim       pixel terms on the final frame (objectives/image_reconstruction.py)
   warp              the same pixel terms on the source warped by the predicted flow alone (PIRenderer's warp
                     stage; it shapes the flow before the decoder learns to repair it)
-  feature_matching  the perceptual term: L1 between discriminator features of fake and real frames; a network
-                    trained here, with the renderer, so no pretrained weights are needed (pix2pixHD)
+  perceptual        L1 between VGG19 features (relu1_1..relu5_1) of fake and real frames, as PIRenderer trains;
+                    the network is converted from user-supplied torchvision weights (tools/convert_vgg.py) and
+                    given as the renderer's frozen part `model.perceptual_net`
+  feature_matching  a perceptual term that needs no pretrained weights: L1 between discriminator features of
+                    fake and real frames, the discriminator being trained here with the renderer (pix2pixHD)
   adversarial       non-saturating GAN loss with the PatchGAN discriminator
 
 One optimizer trains renderer and discriminator together: the generator terms see the discriminator through
@@ -28,14 +31,14 @@ from flax import nnx
 from mirrortalk_jax.models.renderer.discriminator import PatchDiscriminator
 from mirrortalk_jax.objectives import image_reconstruction as rec
 
-WEIGHT_KEYS = ("l1", "ms_ssim", "warp", "feature_matching", "adversarial")
+WEIGHT_KEYS = ("l1", "ms_ssim", "warp", "perceptual", "feature_matching", "adversarial")
 
 
 def default_config(*, ms_ssim_scales: int = 3, discriminator: tuple[int, ...] = (32, 64, 128)
                    ) -> ml_collections.ConfigDict:
     """Loss weights and settings; adversarial and feature matching off (switch on for sharper frames)."""
     return ml_collections.ConfigDict({
-        "l1": 1.0, "ms_ssim": 1.0, "ms_ssim_scales": ms_ssim_scales, "warp": 0.5,
+        "l1": 1.0, "ms_ssim": 1.0, "ms_ssim_scales": ms_ssim_scales, "warp": 0.5, "perceptual": 0.0,
         "feature_matching": 0.0, "adversarial": 0.0, "discriminator": tuple(discriminator)})
 
 
@@ -48,6 +51,13 @@ def _frozen(module: nnx.Module) -> nnx.Module:
 def to_unit(frames: jax.Array) -> jax.Array:
     """uint8 frames -> float32 in [-1, 1], the renderers' range."""
     return frames.astype(jnp.float32) / 127.5 - 1.0
+
+
+def check_perceptual(config: ml_collections.ConfigDict, perceptual_net: nnx.Module | None) -> None:
+    """A renderer config asking for the perceptual term must name its network (and vice versa it is unused)."""
+    if "loss" in config and float(config.loss.get("perceptual", 0.0)) > 0 and perceptual_net is None:
+        raise ValueError("model.loss.perceptual > 0 needs model.perceptual_net: a VGG19 converted from torchvision "
+                         "weights with tools/convert_vgg.py (nothing is downloaded)")
 
 
 class RenderLosses(nnx.Module):
@@ -72,10 +82,11 @@ class RenderLosses(nnx.Module):
             out["ms_ssim"] = rec.ms_ssim_loss(fake, real, self.ms_ssim_scales)
         return out
 
-    def __call__(self, fake: jax.Array, real: jax.Array, weight: jax.Array, *,
-                 warped: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def __call__(self, fake: jax.Array, real: jax.Array, weight: jax.Array, *, warped: jax.Array | None = None,
+                 perceptual_net: nnx.Module | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         """fake (B, H, W, 3) in [-1, 1], real (B, H, W, 3) uint8 or in [-1, 1], weight (B,) (0: padding),
-        warped: the source warped by the flow alone (B, H, W, 3), or None. -> (scalar loss, metrics)."""
+        warped: the source warped by the flow alone (B, H, W, 3), or None; perceptual_net: the frozen feature
+        network of the perceptual term (images in [-1, 1] -> feature list). -> (scalar loss, metrics)."""
         real = to_unit(real) if real.dtype == jnp.uint8 else real.astype(jnp.float32)
         w = self.weights
         terms = {k: rec.weighted_mean(v, weight) for k, v in self._pixel(fake, real).items()}
@@ -88,6 +99,14 @@ class RenderLosses(nnx.Module):
                 terms["warp_ms_ssim"] = rec.weighted_mean(warp_terms["ms_ssim"], weight)
                 warp_loss = w["l1"] * warp_loss + w["ms_ssim"] * terms["warp_ms_ssim"]
             loss = loss + w["warp"] * warp_loss
+        if w["perceptual"] > 0:
+            if perceptual_net is None:
+                raise ValueError("loss.perceptual > 0 but no perceptual network was given (model.perceptual_net)")
+            features = perceptual_net(jnp.concatenate([fake, real]))
+            n = fake.shape[0]
+            terms["perceptual"] = rec.weighted_mean(
+                rec.feature_l1([f[:n] for f in features], [jax.lax.stop_gradient(f[n:]) for f in features]), weight)
+            loss = loss + w["perceptual"] * terms["perceptual"]
         if self.discriminator is not None:
             critic = _frozen(self.discriminator)
             fake_features, fake_logits = critic(fake)

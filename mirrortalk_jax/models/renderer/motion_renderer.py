@@ -43,8 +43,8 @@ from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.nn import image_layers as il
 from mirrortalk_jax.models.nn import warp
 from mirrortalk_jax.models.nn.layers import dense
-from mirrortalk_jax.models.registry import register
-from mirrortalk_jax.models.renderer.losses import RenderLosses, to_unit
+from mirrortalk_jax.models.registry import Part, register
+from mirrortalk_jax.models.renderer.losses import RenderLosses, check_perceptual, to_unit
 
 LEAKY_SLOPE = 0.2
 
@@ -158,7 +158,11 @@ class MotionRenderer(nnx.Module):
     """See the module docstring. Config fields: channels (half resolution first; the last is the warp level),
     hourglass (channels of the flow net's levels), res_blocks, motion_hidden, descriptor_dim, image_size, loss."""
 
-    def __init__(self, config: ml_collections.ConfigDict, spec: MotionSpec, rngs: nnx.Rngs):
+    # Held for training only: export and inference builds leave them out (export/renderers.py).
+    training_only = ("losses", "perceptual_net")
+
+    def __init__(self, config: ml_collections.ConfigDict, spec: MotionSpec, rngs: nnx.Rngs, *,
+                 perceptual_net: nnx.Module | None = None):
         channels, hourglass = tuple(config.channels), tuple(config.hourglass)
         if len(channels) < 2 or not hourglass:
             raise ValueError(f"renderer needs >= 2 encoder levels and >= 1 hourglass level, got channels={channels}"
@@ -178,6 +182,9 @@ class MotionRenderer(nnx.Module):
         # Per 2x2 output block: the colour correction added to the warped source's pixel.
         self.to_rgb = il.conv2d(channels[0], 4 * 3, 3, rngs, padding=1, axes=("embed", None))
         self.losses = RenderLosses(config.loss, rngs) if "loss" in config else None
+        check_perceptual(config, perceptual_net)
+        self.perceptual_net = perceptual_net  # frozen: a pretrained feature network (a run's part)
+        self.frozen_parts = ("perceptual_net",) if perceptual_net is not None else ()
 
     def __call__(self, source_image: jax.Array, source_motion: jax.Array,
                  driving_motion: jax.Array) -> dict[str, jax.Array]:
@@ -220,6 +227,15 @@ class MotionRenderer(nnx.Module):
         """Only the frames, (B, H, W, 3) clipped to [-1, 1]: what exports and video writers need."""
         return jnp.clip(self(source_image, source_motion, driving_motion)["image"], -1.0, 1.0)
 
+    # The renderer interface (models/renderer/__init__.py), shared with the PIRenderer port.
+    def driving(self, motion: jax.Array | np.ndarray, start: int = 0, stop: int | None = None) -> jax.Array:
+        """Per-frame driving input of frames start..stop-1 of a clip's motion (T, D): the frames' own motion."""
+        return jnp.asarray(motion)[start:stop]
+
+    def render_frames(self, source_image: jax.Array, source_motion: jax.Array, driving: jax.Array) -> jax.Array:
+        """(n, H, W, 3) portraits in [-1, 1], (n, D) their motion, (n, D) from `driving` -> (n, H, W, 3) frames."""
+        return self.render(source_image, source_motion, driving)
+
     def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict]:
         """Self-reenactment: every frame of the window (B, L) is rendered from the clip's `source_frame`.
 
@@ -235,13 +251,13 @@ class MotionRenderer(nnx.Module):
         flat = lambda x: x.reshape(b * length, *x.shape[2:])  # noqa: E731
         out = self(flat(source), flat(source_motion), flat(motion))
         loss, metrics = self.losses(out["image"], flat(frames), flat(batch["motion_mask"]),
-                                    warped=out["warped_source"])
+                                    warped=out["warped_source"], perceptual_net=self.perceptual_net)
         metrics["occlusion"] = jnp.mean(out["occlusion"])
         return loss, metrics
 
 
-@register("motion_renderer")
-def _build(config, spec: MotionSpec, rngs: nnx.Rngs) -> MotionRenderer:
+@register("motion_renderer", parts={"perceptual_net": Part("perceptual_net", same_motion_space=False)})
+def _build(config, spec: MotionSpec, rngs: nnx.Rngs, *, perceptual_net: nnx.Module | None = None) -> MotionRenderer:
     if spec is None:
         raise ValueError("motion_renderer renders a dataset's motion space: build it with the dataset's MotionSpec")
-    return MotionRenderer(config, spec, rngs)
+    return MotionRenderer(config, spec, rngs, perceptual_net=perceptual_net)
