@@ -36,7 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.final_lr_fraction = 0.1
     config.train.weight_decay = 1e-4
     config.train.param_groups = ()  # ((regex over param paths, lr multiplier), ...); multiplier 0 freezes
-    config.train.init_from = ()  # ((param subtree, trained run's workdir), ...) loaded into a fresh run
+    # ((param subtree, trained run or converted folder[, its source subtree]), ...) loaded into a fresh run
+    config.train.init_from = ()
     config.train.grad_clip = 1.0
     config.train.ema_decay = 0.0  # > 0 keeps an EMA of the parameters, used for evaluation
     config.train.log_every = 50

@@ -258,3 +258,40 @@ def test_vgg_perceptual_loss_trains_with_the_network_frozen_and_left_out_of_expo
     assert loader.load_model(tmp_path / "run").model.perceptual_net is not None
     artifact = renderers.export_renderer(tmp_path / "run", tmp_path / "artifact", platforms=("cpu",))
     assert not [w for w in np.load(artifact / "weights.npz").files if w.startswith(("perceptual_net/", "losses/"))]
+
+
+def test_pirenderer_fine_tunes_converted_weights_on_another_motion_space(tiny_dataset, tmp_path):
+    """The converted PIRenderer (the fixture's random weights at its small sizes) fine-tuned on SynthTalk's 18-channel
+    motion: its warping and editing nets and the mapping net's inner layers are loaded (init_from with source
+    subtrees), only the mapping net's input layer starts fresh."""
+    import json as json_lib
+    from pathlib import Path
+
+    from mirrortalk_jax.convert import pirenderer as convert_pir
+    from mirrortalk_jax.models.pirenderer import renderer as pirenderer
+
+    fixture = Path(__file__).parent / "fixtures" / "dreamtalk_renderer"
+    conf = json_lib.loads((fixture / "config.json").read_text())["renderer_conf"]
+    released = convert_pir.convert_renderer(fixture / "weights.safetensors", tmp_path / "pir",
+                                            pirenderer.model_config(conf, image_size=(64, 64)))
+    config = _config(tiny_dataset, "tiny,pirenderer", num_steps=2, batch_size=8)
+    loss = config.model.loss
+    config.model = pirenderer.model_config({**conf, "mapping_net": {**conf["mapping_net"], "coeff_nc": 0}},
+                                           image_size=(64, 64))
+    config.model.loss, config.model.perceptual_net = loss, ""
+    subtrees = ("warping_net", "editing_net", "mapping_net/encoder")
+    config.train.init_from = tuple((s, str(released), s) for s in subtrees)
+    config.train.learning_rate = 0.0  # the loaded weights must come out unchanged
+    state = trainer.train_and_evaluate(config, tmp_path / "run")
+    source = nnx.state(loader.load_model(released).model, nnx.Param)
+    for subtree in subtrees:
+        want, got = source, state.params
+        for key in subtree.split("/"):
+            want, got = want[key], got[key]
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert state.params["mapping_net"]["first"]["kernel"].shape[1] == 18  # fresh, on the dataset's motion width
+    bad = config.copy_and_resolve_references()
+    bad.train.init_from = (("warping_net", str(released), "warping_net/nothing"),)
+    with pytest.raises(KeyError, match="nothing named 'nothing'"):
+        trainer.train_and_evaluate(bad, tmp_path / "bad")

@@ -9,8 +9,11 @@ Variants (`<size>[,pirenderer][,gan]`):
 Options:
   pirenderer  train the PIRenderer port instead (same data, same losses; its mapping net reads a 27-frame motion
               window around the frame it draws). To fine-tune the released weights, convert them
-              (tools/convert_dreamtalk.py) and pass --config.train.init_from='(("", "ckpt/dreamtalk/renderer"),)'
-              on a dataset in their 73-coefficient 3DMM space.
+              (tools/convert_dreamtalk.py), train at size base or large (the released architecture) and load them:
+              --config.train.init_from='(("", "ckpt/dreamtalk/renderer"),)' on a dataset in their 73-coefficient
+              3DMM space; on another motion space (a prepared dataset's mesh space) load all but the mapping
+              net's input layer: '(("warping_net", R, "warping_net"), ("editing_net", R, "editing_net"),
+              ("mapping_net/encoder", R, "mapping_net/encoder"))' with R the converted folder.
   gan         add the PatchGAN adversarial loss and the discriminator feature-matching (perceptual) loss.
 The VGG19 perceptual loss (PIRenderer's) takes a network converted from torchvision weights:
     python tools/convert_vgg.py --weights vgg19-dcbb9e9d.pth --out ckpt/vgg19

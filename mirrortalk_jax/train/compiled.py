@@ -53,7 +53,7 @@ class CompiledTraining:
 
 
 def compile_training(config: ml_collections.ConfigDict, factory: Callable[[nnx.Rngs], nnx.Module], mesh: Mesh, *,
-                     init_from: tuple[tuple[str, str], ...] = ()) -> CompiledTraining:
+                     init_from: tuple[tuple[str, ...], ...] = ()) -> CompiledTraining:
     """The train state and steps of `factory`'s model under `config.train`, sharded on `mesh` by the config's
     logical axis rules. Checks what would otherwise fail late or silently: the batch must divide over the
     data-parallel devices, every `train.param_groups` pattern must match a parameter, and no large parameter

@@ -65,12 +65,12 @@ class Training:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     param_groups: tuple[tuple[str, float], ...]
-    init_from: tuple[tuple[str, str], ...]  # (subtree, trained run dir) to load at a fresh start
+    init_from: tuple[tuple[str, ...], ...]  # (subtree, run dir[, source subtree]) to load at a fresh start
     use_ema: bool  # the state keeps EMA parameters (train.ema_decay > 0); evaluation uses them
 
 
 def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config, *,
-                  init_from: tuple[tuple[str, str], ...] = ()) -> Training:
+                  init_from: tuple[tuple[str, ...], ...] = ()) -> Training:
     """Builds the optimizer and init function. The model's frozen parts (`registry.frozen_subtrees`) are never
     trained; `init_from` (the parts' runs, `runs.loader.Recipe.init_from`) and the config's `train.init_from`
     are loaded at a fresh start."""
@@ -79,6 +79,9 @@ def make_training(model_factory: Callable[[nnx.Rngs], nnx.Module], train_config,
     tx, schedule = make_optimizer(train_config, frozen)
     graphdef, init = make_init(model_factory, tx, train_config.ema_decay > 0)
     init_from = tuple(init_from) + tuple(tuple(x) for x in train_config.get("init_from") or ())
+    bad = [x for x in init_from if len(x) not in (2, 3)]
+    if bad:
+        raise ValueError(f"train.init_from entries are (subtree, run) or (subtree, run, source subtree), got {bad}")
     return Training(graphdef, init, tx, schedule, all_param_groups(train_config, frozen), init_from,
                     use_ema=train_config.ema_decay > 0)
 

@@ -127,8 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         _, state = restored
     else:
         state = setup.init(init_rng)
-        for subtree, run_dir in setup.training.init_from:
-            state = warm_start.load_subtree(state, subtree, run_dir, setup.shardings)
+        for subtree, run_dir, *source in setup.training.init_from:  # (subtree, run[, source subtree])
+            state = warm_start.load_subtree(state, subtree, run_dir, setup.shardings, *source)
 
     # ----- Loop -----
     start = int(jax.device_get(state.step))

@@ -1,5 +1,13 @@
 """Trained weights into part of a fresh train state: a composite model's parts from their runs
-(`runs.loader.Recipe.init_from`) and the config's `train.init_from`, loaded once at a fresh start."""
+(`runs.loader.Recipe.init_from`) and the config's `train.init_from`, loaded once at a fresh start.
+
+An entry is (subtree, run) or (subtree, run, source subtree): the run's whole model, or only its `source subtree`,
+goes to `subtree` of the new model ('' = the whole model). The three-part form takes the layers that still fit
+from a model trained elsewhere, e.g. the released PIRenderer's warping and editing nets into a PIRenderer whose
+mapping net reads another motion space:
+    --config.train.init_from='(("warping_net", "ckpt/dreamtalk/renderer", "warping_net"),
+                                ("editing_net", "ckpt/dreamtalk/renderer", "editing_net"))'
+"""
 
 from __future__ import annotations
 
@@ -59,16 +67,29 @@ def _overwrite(target: Any, values: Any, shardings: Any, run_dir, subtree: str) 
     return nnx.from_flat_state(list(flat.items()))
 
 
-def load_subtree(state: state_lib.TrainState, subtree: str, run_dir: str | os.PathLike,
-                 shardings: state_lib.TrainState) -> state_lib.TrainState:
-    """Replaces the variables under `subtree` ('' = all) of a fresh state by those of the run (or converted
-    checkpoint) at `run_dir`: its parameters, and its other variables (batch statistics, buffers such as a
-    converted RoPE table) too; RNG state stays this run's.
+def _child(module: Any, key: str, run_dir, path: str) -> Any:
+    """module.key, module[key] (nnx.Dict) or module[int(key)] (nnx.List)."""
+    for get in (lambda: getattr(module, key), lambda: module[key], lambda: module[int(key)]):
+        try:
+            return get()
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            continue
+    raise KeyError(f"run {run_dir} has no subtree {path!r}: nothing named {key!r} in its "
+                   f"{type(module).__name__}")
 
-    The stored model must have exactly the subtree's parameter names and shapes; a mismatch raises ValueError
+
+def load_subtree(state: state_lib.TrainState, subtree: str, run_dir: str | os.PathLike,
+                 shardings: state_lib.TrainState, source_subtree: str = "") -> state_lib.TrainState:
+    """Replaces the variables under `subtree` ('' = all) of a fresh state by those of the run (or converted
+    checkpoint) at `run_dir` (under its `source_subtree`, '' = its whole model): its parameters, and its other
+    variables (batch statistics, buffers such as a converted RoPE table) too; RNG state stays this run's.
+
+    The stored (sub)model must have exactly the subtree's parameter names and shapes; a mismatch raises ValueError
     listing the missing, unexpected and mis-shaped ones.
     """
     model = loader.load_model(run_dir).model
+    for key in filter(None, source_subtree.split("/")):
+        model = _child(model, key, run_dir, source_subtree)
     params = nnx.state(model, nnx.Param)
     _check_fits(run_dir, subtree, params, _subtree(state.params, subtree), "parameter")
     placed = jax.tree.map(jax.device_put, params, _subtree(shardings.params, subtree))
