@@ -222,6 +222,27 @@ def test_trained_run_exports_and_runs_from_the_artifact_alone(micro_dataset, tmp
             np.testing.assert_allclose(out[f"b{b}"], want, atol=5e-5)
 
 
+def test_evaluate_renderers_command_scores_a_run_next_to_the_no_motion_floor(micro_dataset, tmp_path, capsys):
+    import json
+
+    from mirrortalk_jax import cli
+
+    trainer.train_and_evaluate(_config(micro_dataset, num_steps=2), tmp_path / "run")
+    args = ["evaluate-renderers", "--dataset_dir", str(micro_dataset), "--splits", "heldout_speakers,train",
+            "--landmarks", "none", "--max_clips", "2", "--max_frames", "5", "--batch_size", "4",
+            "--out", str(tmp_path / "results")]
+    assert cli.main(args + ["--renderer", f"Ours={tmp_path / 'run'}"]) == 0
+    rows = json.loads((tmp_path / "results" / "renderers.json").read_text())["rows"]
+    assert set(rows) == {"heldout_speakers", "train"}
+    for split in rows.values():
+        assert set(split) == {"Portrait copy (no motion)", "Ours"}
+        assert split["Ours"]["frames"] == 10 and 0 < split["Ours"]["ssim"] < 1
+        assert split["Ours"]["perceptual"] is None and split["Ours"]["m_lmd"] is None
+    assert "| Ours |" in capsys.readouterr().out
+    assert cli.main(args + ["--renderer", "Ours"]) == 2
+    assert "--renderer takes NAME=RUN_DIR" in capsys.readouterr().err
+
+
 def test_vgg_perceptual_loss_trains_with_the_network_frozen_and_left_out_of_exports(micro_dataset, tmp_path):
     """A VGG19 converted from torchvision-layout weights (random here, at small widths) is the renderer's frozen
     `perceptual_net` part: the term is logged, the network's weights never move, the run reloads without the

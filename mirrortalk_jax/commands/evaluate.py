@@ -11,19 +11,25 @@ encoder (mirrortalk_jax/configs/style_encoder.py with its own seed), never a gen
 
 from __future__ import annotations
 
+from pathlib import Path
+
+
+def named_runs(items: list[str], flag: str) -> list[tuple[str, Path]]:
+    """`NAME=RUN_DIR` arguments of a repeated flag -> [(name, run dir)], refusing malformed ones."""
+    runs = []
+    for item in items:
+        name, sep, run = item.partition("=")
+        if not sep or not name or not run:
+            raise ValueError(f"{flag} takes NAME=RUN_DIR, got {item!r}")
+        runs.append((name, Path(run)))
+    return runs
+
 
 def _run(args) -> int:
-    from pathlib import Path
-
     from mirrortalk_jax.evaluate import results_table, style_similarity, suite
     from mirrortalk_jax.runs import loader
 
-    models = []
-    for item in args.model:
-        name, sep, run = item.partition("=")
-        if not sep or not name or not run:
-            raise ValueError(f"--model takes NAME=RUN_DIR, got {item!r}")
-        models.append((name, Path(run)))
+    models = named_runs(args.model, "--model")
     if not models and not args.regression:
         raise ValueError("nothing to evaluate: give --model NAME=RUN (and/or --regression RUN)")
     settings = suite.Settings(ddim_steps=args.ddim_steps, vshift=args.vshift, seed=args.seed,

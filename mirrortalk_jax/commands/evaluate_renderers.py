@@ -15,16 +15,13 @@ from __future__ import annotations
 def _run(args) -> int:
     from pathlib import Path
 
+    from mirrortalk_jax.commands.evaluate import named_runs
     from mirrortalk_jax.data.sources import ClipSource
     from mirrortalk_jax.evaluate import landmark_detectors, renderer_quality, results_table
     from mirrortalk_jax.runs import loader
 
-    renderers = []
-    for item in args.renderer:
-        name, sep, run = item.partition("=")
-        if not sep or not name or not run:
-            raise ValueError(f"--renderer takes NAME=RUN_DIR, got {item!r}")
-        renderers.append((name, loader.load_model(run, what="--renderer").model))
+    renderers = [(name, loader.load_model(run, what="--renderer").model)
+                 for name, run in named_runs(args.renderer, "--renderer")]
     if not renderers:
         raise ValueError("nothing to evaluate: give --renderer NAME=RUN (repeat for several)")
     perceptual = None
