@@ -197,11 +197,18 @@ STANDALONE = textwrap.dedent("""
 """)
 
 
-def test_trained_run_exports_and_runs_from_the_artifact_alone(micro_dataset, tmp_path):
-    trainer.train_and_evaluate(_config(micro_dataset, num_steps=2), tmp_path / "run")
-    artifact = renderers.export_renderer(tmp_path / "run", tmp_path / "artifact", platforms=("cpu",))
+@pytest.fixture(scope="module")
+def short_run(micro_dataset, tmp_path_factory):
+    """Two steps of ours on the micro corpus: a trained run to export and score."""
+    run = tmp_path_factory.mktemp("renderer") / "run"
+    trainer.train_and_evaluate(_config(micro_dataset, num_steps=2), run)
+    return run
+
+
+def test_trained_run_exports_and_runs_from_the_artifact_alone(short_run, tmp_path):
+    artifact = renderers.export_renderer(short_run, tmp_path / "artifact", platforms=("cpu",))
     manifest = runtime.load(artifact).manifest
-    assert manifest["model"] == "motion_renderer" and manifest["source"] == {"training_run": "run", "step": 2}
+    assert manifest["model"] == "motion_renderer" and manifest["source"] == {"training_run": short_run.name, "step": 2}
     assert not [w for w in np.load(artifact / "weights.npz").files if w.startswith("losses/")]  # training-only
     r = np.random.default_rng(0)
     inputs = {"image": r.uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32),
@@ -215,23 +222,23 @@ def test_trained_run_exports_and_runs_from_the_artifact_alone(micro_dataset, tmp
     subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "served"), str(artifact),
                     str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")], check=True, cwd=tmp_path, timeout=600,
                    env=env)
-    model = loader.load_model(tmp_path / "run").model
+    model = loader.load_model(short_run).model
     with np.load(tmp_path / "out.npz") as out:
         for b in (1, 3):
             want = model.render(inputs["image"][:b], inputs["source"][:b], inputs["driving"][:b])
             np.testing.assert_allclose(out[f"b{b}"], want, atol=5e-5)
 
 
-def test_evaluate_renderers_command_scores_a_run_next_to_the_no_motion_floor(micro_dataset, tmp_path, capsys):
+def test_evaluate_renderers_command_scores_a_run_next_to_the_no_motion_floor(micro_dataset, short_run, tmp_path,
+                                                                            capsys):
     import json
 
     from mirrortalk_jax import cli
 
-    trainer.train_and_evaluate(_config(micro_dataset, num_steps=2), tmp_path / "run")
     args = ["evaluate-renderers", "--dataset_dir", str(micro_dataset), "--splits", "heldout_speakers,train",
             "--landmarks", "none", "--max_clips", "2", "--max_frames", "5", "--batch_size", "4",
             "--out", str(tmp_path / "results")]
-    assert cli.main(args + ["--renderer", f"Ours={tmp_path / 'run'}"]) == 0
+    assert cli.main(args + ["--renderer", f"Ours={short_run}"]) == 0
     rows = json.loads((tmp_path / "results" / "renderers.json").read_text())["rows"]
     assert set(rows) == {"heldout_speakers", "train"}
     for split in rows.values():
@@ -282,28 +289,34 @@ def test_vgg_perceptual_loss_trains_with_the_network_frozen_and_left_out_of_expo
 
 
 def test_pirenderer_fine_tunes_converted_weights_on_another_motion_space(tiny_dataset, tmp_path):
-    """The converted PIRenderer (the fixture's random weights at its small sizes) fine-tuned on SynthTalk's 18-channel
-    motion: its warping and editing nets and the mapping net's inner layers are loaded (init_from with source
-    subtrees), only the mapping net's input layer starts fresh."""
+    """The converted PIRenderer (the fixture's random weights at its small sizes) set up to fine-tune on SynthTalk's
+    18-channel motion: its warping and editing nets and the mapping net's inner layers are loaded (init_from with
+    source subtrees, as the trainer loads them into a fresh state), only the mapping net's input layer is fresh."""
     import json as json_lib
     from pathlib import Path
 
     from mirrortalk_jax.convert import pirenderer as convert_pir
     from mirrortalk_jax.models.pirenderer import renderer as pirenderer
+    from mirrortalk_jax.train import mesh as mesh_lib, warm_start
+    from mirrortalk_jax.train.compiled import compile_training
 
     fixture = Path(__file__).parent / "fixtures" / "dreamtalk_renderer"
     conf = json_lib.loads((fixture / "config.json").read_text())["renderer_conf"]
     released = convert_pir.convert_renderer(fixture / "weights.safetensors", tmp_path / "pir",
                                             pirenderer.model_config(conf, image_size=(64, 64)))
-    config = _config(tiny_dataset, "tiny,pirenderer", num_steps=2, batch_size=8)
+    config = _config(tiny_dataset, "tiny,pirenderer", batch_size=8)
     loss = config.model.loss
     config.model = pirenderer.model_config({**conf, "mapping_net": {**conf["mapping_net"], "coeff_nc": 0}},
                                            image_size=(64, 64))
     config.model.loss, config.model.perceptual_net = loss, ""
     subtrees = ("warping_net", "editing_net", "mapping_net/encoder")
     config.train.init_from = tuple((s, str(released), s) for s in subtrees)
-    config.train.learning_rate = 0.0  # the loaded weights must come out unchanged
-    state = trainer.train_and_evaluate(config, tmp_path / "run")
+    recipe = loader.recipe(config.model, SYNTHTALK_SPEC)
+    setup = compile_training(config, recipe.factory, mesh_lib.create_mesh(config.mesh))
+    fresh = setup.init(jax.random.key(0))
+    state = fresh
+    for subtree, run, source_subtree in setup.training.init_from:
+        state = warm_start.load_subtree(state, subtree, run, setup.shardings, source_subtree)
     source = nnx.state(loader.load_model(released).model, nnx.Param)
     for subtree in subtrees:
         want, got = source, state.params
@@ -311,8 +324,11 @@ def test_pirenderer_fine_tunes_converted_weights_on_another_motion_space(tiny_da
             want, got = want[key], got[key]
         for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert state.params["mapping_net"]["first"]["kernel"].shape[1] == 18  # fresh, on the dataset's motion width
-    bad = config.copy_and_resolve_references()
-    bad.train.init_from = (("warping_net", str(released), "warping_net/nothing"),)
+    first = state.params["mapping_net"]["first"]["kernel"]
+    assert first.shape[1] == 18  # fresh, on the dataset's motion width
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(fresh.params["mapping_net"]["first"]["kernel"]))
     with pytest.raises(KeyError, match="nothing named 'nothing'"):
-        trainer.train_and_evaluate(bad, tmp_path / "bad")
+        warm_start.load_subtree(fresh, "warping_net", released, setup.shardings, "warping_net/nothing")
+    config.train.init_from = (("warping_net",),)
+    with pytest.raises(ValueError, match="train.init_from entries are"):
+        compile_training(config, recipe.factory, mesh_lib.create_mesh(config.mesh))
