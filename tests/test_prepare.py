@@ -305,17 +305,17 @@ def test_renderers_train_and_score_on_a_prepared_real_clip(prepared, tmp_path):
 
     config = base_config.load_config_file(base_config.config_path("real_corpus"), "hdtf,renderer,tiny")
     config.data.dataset_dir, config.data.eval_split = str(prepared[0]), "train"
-    config.train.update(dict(num_steps=2, batch_size=8, log_every=1, eval_every=0, checkpoint_every=1000,
+    config.train.update(dict(num_steps=1, batch_size=8, log_every=1, eval_every=0, checkpoint_every=1000,
                              warmup_steps=1))
     trainer.train_and_evaluate(config, tmp_path / "run")
     run = loader.load_model(tmp_path / "run")
     assert run.spec.dim == 29 and run.model.motion_dim == 29  # the prepared mesh space, not SynthTalk's 18
     source = ClipSource(prepared[0], "train")
-    settings = renderer_quality.Settings(max_clips=1, max_frames=12, batch_size=8)
+    settings = renderer_quality.Settings(max_clips=1, max_frames=8, batch_size=8)
     with landmark_detectors.MeshLandmarkDetector() as detector:
         ours = renderer_quality.evaluate(run.model, source, settings, detector=detector)
         copy = renderer_quality.evaluate(renderer_quality.PortraitCopy(), source, settings, detector=detector)
-    assert ours["frames"] == copy["frames"] == 12 and ours["clips"] == 1
+    assert ours["frames"] == copy["frames"] == 8 and ours["clips"] == 1
     assert 0.0 < ours["ssim"] < 1.0 and np.isfinite(ours["psnr"])
     # The real frames roll the head: the unmoved portrait is tracked in every frame and its landmarks are off.
     assert copy["landmark_frames"] == 1.0 and copy["f_lmd"] > 0.5

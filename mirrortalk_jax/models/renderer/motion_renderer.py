@@ -15,10 +15,9 @@ TPSMM, LivePortrait), and takes the cheap parts of both:
   at that resolution are warped by a flow an AdaIN hourglass predicts from them and z, with an occlusion map
   (FOMM) so the decoder knows where to paint instead (an open mouth, a turned cheek). The finer encoder levels
   are warped by the same flow, upsampled, and enter the decoder as skips: sharp texture without a second flow.
-- The flow head starts at zero, so an untrained renderer copies the source (identity warp): training begins
-  from a sensible frame. An auxiliary loss on the source warped by the flow alone (PIRenderer's warp stage,
+- The flow head starts at zero, so training begins from the identity warp (the portrait's pixels in place). An auxiliary loss on the source warped by the flow alone (PIRenderer's warp stage,
   `loss.warp`) shapes the flow early.
-- Only 2-D ops that export everywhere: convolutions, AdaIN, nearest/phase upsampling, and a 4-D bilinear
+- Only 2-D ops that export everywhere: convolutions, AdaIN, pixel shuffles, bilinear resizes, and a 4-D bilinear
   `grid_sample` written as gathers (models/nn/warp.py). No 3-D feature volume and no 5-D grid_sample (the op
   that blocks LivePortrait's ONNX export), and no custom kernels.
 - Speed: no convolution runs at full resolution. The encoder reads 2x2 pixel blocks as channels
@@ -130,7 +129,8 @@ class SourceEncoder(nnx.Module):
 class FlowNet(nnx.Module):
     """AdaIN hourglass on the coarsest source features -> flow (B, h, w, 2) in grid units and occlusion (B, h, w, 1).
 
-    The flow head is zero-initialised: an untrained renderer warps by identity and sees no occlusion (0.5 * 2).
+    The head is zero-initialised: an untrained renderer warps by identity and sees almost no occlusion
+    (sigmoid(0 + 4) = 0.98 visible).
     """
 
     def __init__(self, in_ch: int, channels: tuple[int, ...], descriptor_dim: int, rngs: nnx.Rngs):
