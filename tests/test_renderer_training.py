@@ -252,6 +252,8 @@ def test_evaluate_renderers_command_scores_a_run_next_to_the_no_motion_floor(mic
     assert "| Ours |" in capsys.readouterr().out
     assert cli.main(args + ["--renderer", "Ours"]) == 2
     assert "--renderer takes NAME=RUN_DIR" in capsys.readouterr().err
+    assert cli.main(args + ["--renderer", f"Ours={tmp_path / 'missing'}"]) == 2
+    assert "no such folder" in capsys.readouterr().err
 
 
 def test_vgg_perceptual_loss_trains_with_the_network_frozen_and_left_out_of_exports(micro_dataset, tmp_path):

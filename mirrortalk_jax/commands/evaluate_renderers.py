@@ -20,7 +20,7 @@ def _run(args) -> int:
     from mirrortalk_jax.evaluate import landmark_detectors, renderer_quality, results_table
     from mirrortalk_jax.runs import loader
 
-    renderers = [(name, loader.load_model(run, what="--renderer").model)
+    renderers = [(name, loader.load_model(run, what="--renderer"))
                  for name, run in named_runs(args.renderer, "--renderer")]
     if not renderers:
         raise ValueError("nothing to evaluate: give --renderer NAME=RUN (repeat for several)")
@@ -38,8 +38,14 @@ def _run(args) -> int:
     try:
         for split in args.splits.split(","):
             source = ClipSource(Path(args.dataset_dir), split)
+            for name, run in renderers:  # refuse a renderer of another motion space before rendering anything
+                width = run.spec.dim if run.spec is not None else run.model_config.get("coeff_nc")
+                if width != source.spec.dim:
+                    raise ValueError(f"--renderer {name} renders {width}-channel motion; {args.dataset_dir} has the "
+                                     f"{source.spec.dim}-channel motion space {source.spec.name!r}")
             rows[split] = {}
-            for name, model in [("Portrait copy (no motion)", renderer_quality.PortraitCopy()), *renderers]:
+            for name, model in [("Portrait copy (no motion)", renderer_quality.PortraitCopy()),
+                                *((n, r.model) for n, r in renderers)]:
                 print(f"scoring {name} on {split}")
                 rows[split][name] = renderer_quality.evaluate(model, source, settings, perceptual=perceptual,
                                                               detector=detector)
