@@ -2,7 +2,7 @@
 
     python benchmarks/mirrortalk_quality.py [--workdir runs/mirrortalk_quality] [--dataset_variant tiny]
         [--steps mirrortalk=800,style_encoder=600] [--ablations no_hsic,no_triplet,no_memory_bank,no_hier_mod]
-        [--max_clips 0] [--ddim_steps 20]
+        [--max_clips 0] [--num_steps 20]
 
 Trains (or reuses / resumes) every stage under WORKDIR/runs, scores every method on the held-out splits with
 evaluate.suite, and prints one JSON object (settings, seconds, results) and the Markdown results table on
@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", default="", help="stage=steps,... (see mirrortalk demo --help)")
     parser.add_argument("--ablations", default="")
     parser.add_argument("--max_clips", type=int, default=0)
-    parser.add_argument("--ddim_steps", type=int, default=20)
+    parser.add_argument("--num_steps", type=int, default=20)
     parser.add_argument("--vshift", type=int, default=10)
     args = parser.parse_args(argv)
 
@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     settings = demo.DemoSettings(workdir=args.workdir, data_root=args.data_root, dataset_dir=args.dataset_dir,
                                  dataset_variant=args.dataset_variant, steps=steps, max_clips=args.max_clips,
                                  ablations=tuple(filter(None, args.ablations.split(","))),
-                                 eval=suite.Settings(ddim_steps=args.ddim_steps, vshift=args.vshift))
+                                 eval=suite.Settings(num_steps=args.num_steps, vshift=args.vshift))
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the report
         paths = demo.run(settings, log=lambda line: print(line, file=sys.stderr))

@@ -199,16 +199,16 @@ def methods_for(dataset_dir: Path, runs_dir: Path, settings: DemoSettings, eval_
         "Ground Truth": suite.ground_truth(),
         "Mean motion": suite.mean_motion(dataset_dir),
         "Nearest-neighbour audio retrieval": suite.nearest_neighbour(dataset_dir, audio_feature),
-        "Audio-only regression": suite.regression(runs_dir / "regression"),
-        "MirrorTalk": suite.mirrortalk(runs_dir / "mirrortalk", eval_settings),
+        "Audio-only regression": suite.generator(runs_dir / "regression", eval_settings),
+        "MirrorTalk": suite.generator(runs_dir / "mirrortalk", eval_settings),
     }
     for ablation in settings.ablations:
-        methods[f"MirrorTalk {ABLATION_TITLES[ablation]}"] = suite.mirrortalk(runs_dir / f"mirrortalk_{ablation}",
-                                                                               eval_settings)
+        methods[f"MirrorTalk {ABLATION_TITLES[ablation]}"] = suite.generator(runs_dir / f"mirrortalk_{ablation}",
+                                                                              eval_settings)
     for name in settings.competitors:
         methods[COMPETITORS[name]] = suite.generator(runs_dir / name, eval_settings)
-    methods["MirrorTalk (other-speaker reference)"] = suite.mirrortalk(runs_dir / "mirrortalk", eval_settings,
-                                                                       control=True)
+    methods["MirrorTalk (other-speaker reference)"] = suite.generator(runs_dir / "mirrortalk", eval_settings,
+                                                                      control=True)
     return methods
 
 
@@ -252,7 +252,7 @@ def run(settings: DemoSettings, log=print) -> dict[str, Path]:
                  f"(offsets +-{eval_settings.vshift}); FID under the weights-free pixel-projection extractor "
                  "(not comparable with Inception FID); SSIM/PSNR on frames drawn from the motion",
         "dataset": str(dataset_dir), "clips_per_split": str({s.name: len(s.clips) for s in splits}),
-        "sampler": f"DDIM {eval_settings.ddim_steps} steps, seed {eval_settings.seed}",
+        "sampler": f"{eval_settings.num_steps} sampling steps, seed {eval_settings.seed}",
         "seconds": seconds,
     }
     table = results_table.ResultsTable(rows, notes)

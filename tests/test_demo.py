@@ -4,6 +4,7 @@ import io
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,6 +12,7 @@ from PIL import Image
 from mirrortalk_jax import cli, demo
 from mirrortalk_jax.data import video
 from mirrortalk_jax.evaluate import results_table, suite
+from mirrortalk_jax.sample import generators
 
 STAGES = ("motion_expert", "style_encoder", "mirrortalk", "regression", "style_judge", "dreamtalk_lip_expert", "dreamtalk",
           "mimictalk_a2m")
@@ -21,7 +23,7 @@ STEPS = tuple((stage, 6) for stage in STAGES)
 def demo_run(tiny_dataset, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     settings = demo.DemoSettings(workdir=str(workdir), dataset_dir=str(tiny_dataset), steps=STEPS, max_clips=0,
-                                 previews=1, eval=suite.Settings(ddim_steps=2))
+                                 previews=1, eval=suite.Settings(num_steps=2))
     log = []
     paths = demo.run(settings, log=log.append)
     return settings, paths, log
@@ -83,7 +85,7 @@ def test_evaluate_command_matches_the_demo(demo_run, tmp_path):
                      "--expert", str(runs / "motion_expert"), "--judge", str(runs / "style_judge"),
                      "--regression", str(runs / "regression"), "--model", f"MirrorTalk={runs / 'mirrortalk'}",
                      "--model", f"DreamTalk={runs / 'dreamtalk'}",
-                     "--model", f"MimicTalk ICS-A2M={runs / 'mimictalk_a2m'}", "--ddim_steps", "2", "--out", str(out)])
+                     "--model", f"MimicTalk ICS-A2M={runs / 'mimictalk_a2m'}", "--num_steps", "2", "--out", str(out)])
     assert code == 0
     ours = results_table.read_json(out / "results.json").rows["heldout_speakers"]
     theirs = results_table.read_json(paths["results_json"]).rows["heldout_speakers"]
@@ -131,12 +133,38 @@ def test_bad_demo_arguments_fail_with_a_clear_message(tiny_dataset, tmp_path, ca
 def test_suite_runs_only_generators_on_their_own_audio_features(demo_run, tiny_dataset):
     settings, _, _ = demo_run
     runs = demo.Path(settings.workdir) / "runs"
-    with pytest.raises(ValueError, match="not a motion generator.*generators: .*dreamtalk"):
+    with pytest.raises(ValueError, match="does not generate motion; generators: .*dreamtalk"):
         suite.generator(runs / "motion_expert", suite.Settings())
     split = suite.load_split(tiny_dataset, "heldout_speakers", "mfcc", 48, with_frames=False, max_clips=2)
     for name in ("mirrortalk", "dreamtalk", "mimictalk_a2m"):
         with pytest.raises(ValueError, match="trained on audio features 'log_mel'.*loaded with 'mfcc'"):
-            suite.generator(runs / name, suite.Settings(ddim_steps=2))(split)
+            suite.generator(runs / name, suite.Settings(num_steps=2))(split)
+
+
+def test_every_generator_behind_one_interface(demo_run, tiny_dataset):
+    """The trained runs load as one kind of object, take the same inputs, refuse settings they have no use for,
+    and the trainer's samplers are theirs."""
+    settings, _, _ = demo_run
+    runs = demo.Path(settings.workdir) / "runs"
+    split = suite.load_split(tiny_dataset, "heldout_speakers", "log_mel", 48, with_frames=False, max_clips=2)
+    clips = split.clips[:2]
+    audio = np.stack([c.audio[:40] for c in clips])
+    reference = generators.Reference.of_clips([c.motion for c in clips], 48, [c.audio for c in clips])
+    assert reference.motion.shape == (2, 48, clips[0].motion.shape[1]) and reference.mask.shape == (2, 48)
+    for name in ("mirrortalk", "dreamtalk", "mimictalk_a2m", "regression"):
+        generator = generators.load(runs / name)
+        assert isinstance(generator, generators.MotionGenerator) and generator.audio_feature == "log_mel"
+        sampling = {"num_steps": 2} if "num_steps" in generator.accepts else {}
+        out = generator.generate(audio, reference, jax.random.key(0), **sampling)
+        assert out.shape == (2, 40, clips[0].motion.shape[1]) and np.all(np.isfinite(out)), name
+        if generator.accepts:
+            with pytest.raises(TypeError, match="takes the sampling settings.*got \\['temperature_x'\\]"):
+                generator.generate(audio, reference, jax.random.key(0), temperature_x=1.0)
+        sampler = generators.eval_sampler(generator.config.model.name)
+        assert (sampler is None) == (name == "regression"), name
+    with pytest.raises(ValueError, match="reads guidance \\['style'\\]; got \\['lower'\\]"):
+        generators.load(runs / "dreamtalk").generate(audio, reference, jax.random.key(0),
+                                                     guidance={"lower": 2.0})
 
 
 def test_generators_follow_the_reference_clip(demo_run, tiny_dataset):
@@ -146,9 +174,9 @@ def test_generators_follow_the_reference_clip(demo_run, tiny_dataset):
     runs = demo.Path(settings.workdir) / "runs"
     split = suite.load_split(tiny_dataset, "heldout_speakers", "log_mel", 48, with_frames=False, max_clips=4)
     for name in ("dreamtalk", "mimictalk_a2m"):
-        own = suite.generator(runs / name, suite.Settings(ddim_steps=2))(split)
-        again = suite.generator(runs / name, suite.Settings(ddim_steps=2))(split)
-        other = suite.generator(runs / name, suite.Settings(ddim_steps=2), control=True)(split)
+        own = suite.generator(runs / name, suite.Settings(num_steps=2))(split)
+        again = suite.generator(runs / name, suite.Settings(num_steps=2))(split)
+        other = suite.generator(runs / name, suite.Settings(num_steps=2), control=True)(split)
         for a, b, c, clip in zip(own, again, other, split.clips):
             assert a.shape == clip.motion.shape and np.all(np.isfinite(a))
             np.testing.assert_array_equal(a, b)

@@ -15,7 +15,7 @@ def _run(args) -> int:
         dataset_variant=args.dataset_variant, config_variant=args.config_variant,
         ablations=tuple(filter(None, args.ablations.split(","))),
         competitors=tuple(filter(None, args.competitors.split(","))), steps=steps, max_clips=args.max_clips,
-        previews=args.previews, eval=suite.Settings(ddim_steps=args.ddim_steps, vshift=args.vshift))
+        previews=args.previews, eval=suite.Settings(num_steps=args.num_steps, vshift=args.vshift))
     demo.run(settings)
     return 0
 
@@ -36,6 +36,6 @@ def add_parser(jobs) -> None:
     parser.add_argument("--steps", default="", help="training steps per stage, e.g. mirrortalk=800,regression=100")
     parser.add_argument("--max_clips", type=int, default=48, help="clips evaluated per split (0: all)")
     parser.add_argument("--previews", type=int, default=2, help="preview videos per split")
-    parser.add_argument("--ddim_steps", type=int, default=20)
+    parser.add_argument("--num_steps", type=int, default=20, help="DDIM / ODE sampling steps")
     parser.add_argument("--vshift", type=int, default=10, help="largest offset searched by Sync_conf (frames)")
     parser.set_defaults(func=_run)

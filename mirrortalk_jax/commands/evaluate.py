@@ -32,7 +32,7 @@ def _run(args) -> int:
     models = named_runs(args.model, "--model")
     if not models and not args.regression:
         raise ValueError("nothing to evaluate: give --model NAME=RUN (and/or --regression RUN)")
-    settings = suite.Settings(ddim_steps=args.ddim_steps, vshift=args.vshift, seed=args.seed,
+    settings = suite.Settings(num_steps=args.num_steps, vshift=args.vshift, seed=args.seed,
                               image_metrics=not args.no_image_metrics)
     first = loader.stored_model(models[0][1] if models else args.regression).config
     reference_frames = int(first.data.get("reference_frames", 64))
@@ -46,14 +46,14 @@ def _run(args) -> int:
                "Nearest-neighbour audio retrieval": suite.nearest_neighbour(dataset_dir, first.data.audio_feature,
                                                                              args.train_split)}
     if args.regression:
-        methods["Audio-only regression"] = suite.regression(args.regression)
+        methods["Audio-only regression"] = suite.generator(args.regression, settings)
     for name, run in models:
         methods[name] = suite.generator(run, settings)
     rows, predictions = suite.evaluate(splits, methods, judges, settings, progress=lambda m: print(f"scoring {m}"))
     table = results_table.ResultsTable(rows, {
         "units": "M-LMD/F-LMD in pixels; Sync_conf = LSE-C of the motion expert; FID under the pixel-projection "
                  "extractor", "dataset": str(dataset_dir),
-        "sampler": f"DDIM {settings.ddim_steps} steps, seed {settings.seed}"})
+        "sampler": f"{settings.num_steps} sampling steps, seed {settings.seed}"})
     paths = table.write(args.out)
     if args.previews and models:
         for split in splits:
@@ -75,7 +75,8 @@ def add_parser(jobs) -> None:
     parser.add_argument("--model", action="append", default=[], help="NAME=RUN_DIR of a generator run: MirrorTalk, DreamTalk or ICS-A2M (repeat)")
     parser.add_argument("--out", default="results", help="folder for results.{md,csv,json} and previews")
     parser.add_argument("--max_clips", type=int, default=0, help="clips per split (0: all)")
-    parser.add_argument("--ddim_steps", type=int, default=20)
+    parser.add_argument("--num_steps", type=int, default=20,
+                        help="DDIM / ODE steps of every generator (0: each run's own evaluation setting)")
     parser.add_argument("--vshift", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--previews", type=int, default=0, help="preview videos per split of the first --model")

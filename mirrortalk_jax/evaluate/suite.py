@@ -25,9 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from mirrortalk_jax.data.audio_features import audio_frame_features
@@ -37,10 +35,7 @@ from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.data.synthtalk import face, raster
 from mirrortalk_jax.evaluate import fid as fid_lib
 from mirrortalk_jax.evaluate import image_quality, landmarks, motion_error, preview, style_similarity, sync
-from mirrortalk_jax.runs import loader
-from mirrortalk_jax.sample import dreamtalk as dreamtalk_sampling
-from mirrortalk_jax.sample import mimictalk as a2m_sampling
-from mirrortalk_jax.sample import mirrortalk as mirrortalk_sampling
+from mirrortalk_jax.sample import baselines, generators
 
 
 @dataclasses.dataclass
@@ -71,7 +66,7 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    ddim_steps: int = 20
+    num_steps: int = 20  # DDIM / ODE steps of every generator that samples (0: each run's own)
     chunk_frames: int = 0  # 0: the generator's window_frames
     overlap_frames: int = 8
     # Largest offset searched by Sync_conf. syncnet_python's 15 is too large for clips of 30-60 frames: the
@@ -79,15 +74,6 @@ class Settings:
     vshift: int = 10
     seed: int = 0
     image_metrics: bool = True
-
-
-def _crop(motion: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Centre crop of `frames` frames, zero-padded and masked when the clip is shorter."""
-    start = max((motion.shape[0] - frames) // 2, 0)
-    piece = motion[start:start + frames]
-    out = np.zeros((frames, motion.shape[1]), np.float32)
-    out[:len(piece)] = piece
-    return out, np.arange(frames) < len(piece)
 
 
 def load_split(dataset_dir: str | os.PathLike, split: str, audio_feature: str, reference_frames: int, *,
@@ -132,7 +118,7 @@ def load_split(dataset_dir: str | os.PathLike, split: str, audio_feature: str, r
         if len(speakers) > 1:
             other = by_speaker[speakers[(speakers.index(c.speaker) + 1) % len(speakers)]]
             c.control_ref_index = other[own.index(i) % len(other)]
-    return Split(split, clips, [_crop(c.motion, reference_frames) for c in clips],
+    return Split(split, clips, [generators.centre_crop(c.motion, reference_frames) for c in clips],
                  int(source.info.metadata["image_size"]), audio_feature)
 
 
@@ -145,66 +131,11 @@ def ground_truth() -> Method:
     return lambda split: [c.motion for c in split.clips]
 
 
-def _train_clips(dataset_dir, train_split: str):
-    source = ClipSource(dataset_dir, train_split)
-    return source, [source[i] for i in range(len(source))]
-
-
-def mean_motion(dataset_dir: str | os.PathLike, train_split: str = "train") -> Method:
-    """Every frame = the training split's per-channel mean motion."""
-    _, records = _train_clips(dataset_dir, train_split)
-    mean = np.concatenate([r["motion"] for r in records]).mean(0).astype(np.float32)
-    return lambda split: [np.broadcast_to(mean, c.motion.shape).copy() for c in split.clips]
-
-
-def _context(features: np.ndarray, radius: int) -> np.ndarray:
-    """(T, F) -> (T, (2r+1) F): each frame with its neighbours (edges repeated)."""
-    padded = np.pad(features, ((radius, radius), (0, 0)), mode="edge")
-    return np.concatenate([padded[i:i + len(features)] for i in range(2 * radius + 1)], axis=1)
-
-
-def nearest_neighbour(dataset_dir: str | os.PathLike, audio_feature: str, train_split: str = "train",
-                      radius: int = 2, bands: int = 80) -> Method:
-    """Each frame takes the motion of the training frame whose audio context (+-radius frames) is closest.
-
-    Features are the per-frame mean over the sub-frames of the audio features (`bands` wide), standardised
-    with the training statistics; a non-learned baseline for what audio alone predicts.
-    """
-    _, records = _train_clips(dataset_dir, train_split)
-
-    def feats(audio: np.ndarray) -> np.ndarray:
-        return _context(audio.reshape(audio.shape[0], -1, bands).mean(1), radius)
-
-    bank = np.concatenate([feats(audio_frame_features(r["audio"], len(r["motion"]), kind=audio_feature,
-                                                      fps=float(r["fps"]))) for r in records]).astype(np.float32)
-    motions = np.concatenate([r["motion"] for r in records]).astype(np.float32)
-    mean, std = bank.mean(0), bank.std(0) + 1e-6
-    bank = jnp.asarray((bank - mean) / std)
-    bank_sq = jnp.sum(bank * bank, axis=1)
-
-    @jax.jit
-    def nearest(queries):
-        return jnp.argmin(bank_sq[None] - 2.0 * queries @ bank.T, axis=1)
-
-    def predict(split: Split) -> list[np.ndarray]:
-        return [motions[np.asarray(nearest(jnp.asarray((feats(c.audio) - mean) / std)))] for c in split.clips]
-    return predict
-
-
-def regression(run_dir: str | os.PathLike) -> Method:
-    """The audio-only regression baseline of a trained mirrortalk_jax/configs/synthtalk_regression.py run."""
-    model = loader.load_model(run_dir).model
-    forward = nnx.jit(lambda m, audio: m(audio))
-    return lambda split: [np.asarray(forward(model, c.audio[None]))[0] for c in split.clips]
-
-
-def _pad_batch(arrays: Sequence[np.ndarray], value: float | None = None) -> np.ndarray:
-    """[(T_i, F)] -> (B, T_max, F), padded at the end with the last row (value None) or a constant (the padded
-    frames are dropped afterwards)."""
+def _pad_batch(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """[(T_i, F)] -> (B, T_max, F), padded at the end with the last row (the padded frames are masked and
+    dropped afterwards)."""
     t_max = max(a.shape[0] for a in arrays)
-    if value is None:
-        return np.stack([np.pad(a, ((0, t_max - a.shape[0]), (0, 0)), mode="edge") for a in arrays])
-    return np.stack([np.pad(a, ((0, t_max - a.shape[0]), (0, 0)), constant_values=value) for a in arrays])
+    return np.stack([np.pad(a, ((0, t_max - a.shape[0]), (0, 0)), mode="edge") for a in arrays])
 
 
 def _reference_indices(split: Split, control: bool) -> list[int]:
@@ -214,101 +145,47 @@ def _reference_indices(split: Split, control: bool) -> list[int]:
     return refs
 
 
-def _references(split: Split, frames: int, control: bool) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Each clip's style reference as the generator was trained to see it: a centre crop of `frames` frames
-    (its own data.reference_frames) of the reference clip -> (B, R, D) motion, (B, R) valid mask, clip indices."""
-    refs = _reference_indices(split, control)
-    crops = [_crop(split.clips[r].motion, frames) for r in refs]
-    return np.stack([m for m, _ in crops]), np.stack([k for _, k in crops]), refs
+def method(generator: generators.MotionGenerator, settings: Settings, *, control: bool = False) -> Method:
+    """Any motion generator generating each clip of a split from its audio and its reference clip.
 
-
-def _check_audio(split: Split, run_dir, config) -> None:
-    kind = config.data.audio_feature
-    if split.audio_feature and kind != split.audio_feature:
-        raise ValueError(f"{run_dir} was trained on audio features {kind!r} but split {split.name} was loaded with "
-                         f"{split.audio_feature!r}; load the split with the generator's data.audio_feature")
-
-
-def mirrortalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
-    """A trained MirrorTalk run (or ablation) generating each clip from its audio and its reference clip.
-
-    All clips of a split go in one batch, so generation compiles once per split. `control` takes the
-    reference from another speaker instead (StyleSim should then drop: the style path is used).
+    All clips of a split go in one batch (padded, with a frame mask), so generation compiles once per split. The
+    reference is a centre crop of the generator's own data.reference_frames of the reference clip, its audio
+    included (ICS-A2M's prompt). `control` takes the reference from another speaker instead (StyleSim should
+    then drop: the style path is used).
     """
-    loaded = loader.load_model(run_dir)
-    chunk = settings.chunk_frames or int(loaded.config.data.window_frames)
-
     def predict(split: Split) -> list[np.ndarray]:
-        _check_audio(split, run_dir, loaded.config)
-        ref, ref_mask, _ = _references(split, int(loaded.config.data.reference_frames), control)
-        out = mirrortalk_sampling.generate(
-            loaded.model, jnp.asarray(_pad_batch([c.audio for c in split.clips])), jnp.asarray(ref),
-            jnp.asarray(ref_mask), jax.random.key(settings.seed), chunk_frames=chunk,
-            overlap_frames=settings.overlap_frames, num_steps=settings.ddim_steps)
-        out = np.asarray(out)
-        return [out[i, :c.motion.shape[0]] for i, c in enumerate(split.clips)]
-    return predict
-
-
-def dreamtalk(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
-    """A trained DreamTalk denoiser run (mirrortalk_jax/configs/dreamtalk.py): DDIM with `settings.ddim_steps` (a divisor of
-    the 1000 training steps, as the original's grid needs) and the run's guidance scale, style clip = the
-    reference clip. Every frame is denoised from its own audio window, so whole clips go in one batch; the
-    batch padding is filled with the features' mean, i.e. the zero rows the original sees outside a clip."""
-    loaded = loader.load_model(run_dir)
-    model = loaded.model
-
-    def predict(split: Split) -> list[np.ndarray]:
-        _check_audio(split, run_dir, loaded.config)
-        ref, ref_mask, _ = _references(split, int(loaded.config.data.reference_frames), control)
-        audio = _pad_batch([c.audio for c in split.clips], value=model.audio_mean)
-        rows = audio.reshape(audio.shape[0], audio.shape[1] * model.audio_stride, -1)
-        out = np.asarray(dreamtalk_sampling.sample_model(model, jnp.asarray(rows), jnp.asarray(ref),
-                                                         jnp.asarray(ref_mask), jax.random.key(settings.seed),
-                                                         num_steps=settings.ddim_steps))
-        return [out[i, :c.motion.shape[0]] for i, c in enumerate(split.clips)]
-    return predict
-
-
-def ics_a2m(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
-    """A trained MimicTalk ICS-A2M run (mirrortalk_jax/configs/mimictalk_a2m.py): in-context flow matching with the reference
-    clip as the style prompt, its motion and its own audio prepended in time as the original does at inference;
-    the run's `eval_sampling` settings (ODE grid, guidance on the prompt, temperature). Frames past a clip's end
-    are masked out of attention (frame_mask), so batching clips of different lengths changes nothing."""
-    loaded = loader.load_model(run_dir)
-    model = loaded.model
-    rate = model.audio_rate
-
-    def predict(split: Split) -> list[np.ndarray]:
-        _check_audio(split, run_dir, loaded.config)
-        frames = int(loaded.config.data.reference_frames)
-        ref, ref_mask, refs = _references(split, frames, control)
-        # The prompt's audio: the same centre crop of the reference clip's features, rows per motion frame.
-        prompt_audio = np.stack([_crop(split.clips[r].audio, frames)[0] for r in refs])
-        audio = _pad_batch([c.audio for c in split.clips], value=model.audio_mean)
+        if generator.audio_feature and split.audio_feature and generator.audio_feature != split.audio_feature:
+            raise ValueError(f"the {generator.name} generator was trained on audio features "
+                             f"{generator.audio_feature!r} but split {split.name} was loaded with "
+                             f"{split.audio_feature!r}; load the split with the generator's data.audio_feature")
+        refs = [split.clips[r] for r in _reference_indices(split, control)]
+        reference = generators.Reference.of_clips([c.motion for c in refs], max(generator.reference_frames, 1),
+                                                  [c.audio for c in refs])
         lengths = np.array([c.motion.shape[0] for c in split.clips])
-        frame_mask = np.arange(audio.shape[1])[None] < lengths[:, None]
-        b = len(split.clips)
-        out = a2m_sampling.generate(
-            model, jnp.asarray(audio.reshape(b, audio.shape[1] * rate, -1)), jax.random.key(settings.seed),
-            prompt_motion=jnp.asarray(ref), prompt_audio=jnp.asarray(prompt_audio.reshape(b, frames * rate, -1)),
-            prompt_mask=jnp.asarray(ref_mask), frame_mask=jnp.asarray(frame_mask), **dict(model.eval_sampling))
-        out = np.asarray(out)
+        audio = _pad_batch([c.audio for c in split.clips])
+        sampling = {k: v for k, v in (("num_steps", settings.num_steps), ("chunk_frames", settings.chunk_frames),
+                                      ("overlap_frames", settings.overlap_frames))
+                    if k in generator.accepts}
+        out = generator.generate(audio, reference, jax.random.key(settings.seed),
+                                 frame_mask=np.arange(audio.shape[1])[None] < lengths[:, None], **sampling)
         return [out[i, :n] for i, n in enumerate(lengths)]
     return predict
 
 
-GENERATORS: dict[str, Callable[..., Method]] = {"mirrortalk": mirrortalk, "dreamtalk": dreamtalk,
-                                                "mimictalk_a2m": ics_a2m}
+def mean_motion(dataset_dir: str | os.PathLike, train_split: str = "train") -> Method:
+    """Every frame = the training split's per-channel mean motion."""
+    return method(baselines.MeanMotion.fit(dataset_dir, train_split), Settings())
+
+
+def nearest_neighbour(dataset_dir: str | os.PathLike, audio_feature: str, train_split: str = "train") -> Method:
+    """Each frame takes the motion of the training frame whose audio context is closest (sample/baselines.py)."""
+    return method(baselines.NearestNeighbour.fit(dataset_dir, audio_feature, train_split), Settings())
 
 
 def generator(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
-    """The method of any trained generator run, chosen by its config's model.name (see GENERATORS)."""
-    name = loader.stored_model(run_dir).config.model.name
-    if name not in GENERATORS:
-        raise ValueError(f"{run_dir}: model {name!r} is not a motion generator the suite can run; "
-                         f"generators: {sorted(GENERATORS)}")
-    return GENERATORS[name](run_dir, settings, control=control)
+    """The method of any trained generator run (MirrorTalk and its ablations, DreamTalk, ICS-A2M, the audio-only
+    regression), chosen by its config's model.name (sample/generators.py)."""
+    return method(generators.load(run_dir, what="run"), settings, control=control)
 
 
 # ----- Scoring -----

@@ -46,7 +46,7 @@ class CompiledTraining:
         return checkpointing.abstract_with_shardings(self.abstract, self.shardings)
 
     def sample_step(self, sampler: Callable) -> Callable:
-        """Jitted (state, batch, rng) -> (B, L, D) motion of `sampler(model, batch, rng)` (sample.for_eval)."""
+        """Jitted (state, batch, rng) -> (B, L, D) motion of `sampler(model, batch, rng)` (sample.generators.eval_sampler)."""
         return jax.jit(state_lib.make_sample_step(self.training.graphdef, self.training.use_ema, sampler),
                        in_shardings=(self.shardings, self.batch_sharding, self.replicated),
                        out_shardings=self.batch_sharding)

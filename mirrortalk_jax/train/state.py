@@ -169,7 +169,7 @@ def make_eval_step(graphdef: nnx.GraphDef, use_ema: bool) -> Callable:
 def make_sample_step(graphdef: nnx.GraphDef, use_ema: bool,
                      sampler: Callable[[nnx.Module, dict[str, jax.Array], jax.Array], jax.Array]) -> Callable:
     """`sample_step(state, batch, rng) -> (B, L, D)` motion generated for held-out windows by
-    `sampler(model, batch, rng)` (sample.for_eval)."""
+    `sampler(model, batch, rng)` (sample.generators.eval_sampler)."""
 
     def sample_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         return sampler(_eval_model(graphdef, state, use_ema), batch, rng)

@@ -2,7 +2,7 @@
 
 A linear script in banner sections (data, mesh, model and state, restore, steps, loop). The model enters only
 through its recipe (`runs.loader.recipe`: the registry model with its parts), its `loss(batch, rng, train)` and,
-for models that generate, its evaluation sampler (`sample.for_eval`). What is measured on generated motion
+for models that generate, its evaluation sampler (`sample.generators.eval_sampler`). What is measured on generated motion
 (errors, previews) is the caller's `on_samples` hook (evaluate/training_samples.py for the command line).
 """
 
@@ -26,7 +26,7 @@ from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.runs import checkpointing, loader
-from mirrortalk_jax.sample import for_eval
+from mirrortalk_jax.sample import generators
 from mirrortalk_jax.train.compiled import compile_training
 from mirrortalk_jax.train import mesh as mesh_lib, warm_start
 from mirrortalk_jax.train import state as state_lib
@@ -113,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     recipe = loader.recipe(config.model, train_source.spec)
     setup = compile_training(config, recipe.factory, mesh, init_from=recipe.init_from)
     init_rng, step_rng = jax.random.split(jax.random.key(tc.seed))
-    sampler = for_eval.eval_sampler(config.model.name) if on_samples is not None else None
+    sampler = generators.eval_sampler(config.model.name) if on_samples is not None else None
     sample_step = setup.sample_step(sampler) if sampler is not None else None
 
     # ----- Restore or initialise -----
