@@ -239,8 +239,17 @@ def test_bad_inputs_exit_2_with_a_message_naming_the_file(ckpt, files, predictor
         assert "Traceback" not in err and all(n in err for n in needles), (needles, err)
     assert not out.exists()
     with pytest.raises(SystemExit) as e:  # argparse: the --model choices
-        cli.main(_args(ckpt, files, out)[:2] + ["mimictalk"] + _args(ckpt, files, out)[3:])
-    assert e.value.code == 2 and "invalid choice: 'mimictalk'" in capsys.readouterr().err
+        cli.main(_args(ckpt, files, out)[:2] + ["sadtalker"] + _args(ckpt, files, out)[3:])
+    assert e.value.code == 2 and "invalid choice: 'sadtalker'" in capsys.readouterr().err
+    # The options of one model are not silently ignored by another.
+    mirror = ["generate", "--model", "mirrortalk", "--out", str(out)]
+    for args, needles in [(mirror, ["--model mirrortalk needs --generator and --renderer"]),
+                          (mirror + ["--generator", str(ckpt / "denoiser"), "--renderer", str(ckpt / "renderer"),
+                                     "--style_clip", str(files / "style.mat")], ["--style_clip", "DreamTalk's"]),
+                          (_args(ckpt, files, out, "--reference", "x.mp4"), ["--reference", "mirrortalk"])]:
+        assert cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and all(n in err for n in needles), (needles, err)
 
 
 def test_input_loaders_follow_the_originals_layout(files, tmp_path):
@@ -263,6 +272,6 @@ def test_help_documents_the_command(capsys):
         cli.main(["generate", "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    for needle in ("--model {dreamtalk}", "tools/convert_dreamtalk.py", "--audio_encoder", "columns 80:144",
+    for needle in ("--model {mirrortalk,mimictalk,dreamtalk}", "tools/convert_dreamtalk.py", "--audio_encoder", "columns 80:144",
                    "transform_params", "--render_batch"):
         assert needle in out, needle

@@ -1,4 +1,18 @@
-"""`mirrortalk generate --model dreamtalk ...`: a talking-head mp4 (with the audio) from speech and a portrait.
+"""`mirrortalk generate --model mirrortalk|mimictalk|dreamtalk ...`: a talking-face mp4 (with the audio) from speech
+and a photo.
+
+MirrorTalk or MimicTalk's ICS-A2M, trained on a dataset made by `mirrortalk data prepare`, with a renderer trained
+on the same dataset (ours or the PIRenderer port: real_corpus.py's renderer stages):
+
+    mirrortalk generate --model mirrortalk --generator runs/hdtf/mirrortalk --renderer runs/hdtf/renderer \
+        --image photo.jpg --audio speech.wav --reference how_she_talks.mp4 --out out.mp4
+
+--image is any photo: its largest face is found, aligned and cropped as prepare crops video frames, animated, and
+pasted back into the photo with a soft mask (--no_paste_back: the crop). --reference is a short video of the
+talking style: it is prepared like a training video and projected into the run's motion space; the generator
+makes every channel from audio and style, head pose and blinks included. --batch JOBS.jsonl runs many jobs
+({"image", "audio", "reference", "out"} per line; a bad job is reported and the others run). The Python API is
+generate/talking_face.py.
 
 DreamTalk from its released weights (convert them once with tools/convert_dreamtalk.py, and the wav2vec2
 encoder with tools/convert_hf_audio.py), as the original's inference_for_demo_video.py:
@@ -34,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = ("dreamtalk",)  # each entry: a _generate_<name> function below
+MODELS = ("mirrortalk", "mimictalk", "dreamtalk")
+GENERATOR_NAMES = {"mirrortalk": "mirrortalk", "mimictalk": "mimictalk_a2m"}  # --model -> registry name
 
 log = logging.getLogger(__name__)
 
@@ -151,37 +166,100 @@ def _generate_dreamtalk(args) -> int:
     return 0
 
 
+def _require(args, names: tuple[str, ...]) -> None:
+    missing = [f"--{n}" for n in names if not getattr(args, n)]
+    if missing:
+        raise ValueError(f"--model {args.model} needs {' and '.join(missing)}")
+
+
+def _refuse(args, names: tuple[str, ...]) -> None:
+    given = [f"--{n}" for n in names if getattr(args, n)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: DreamTalk's options; --model {args.model} does not read them")
+
+
+def _generate_from_reference(args) -> int:
+    """MirrorTalk / ICS-A2M + a renderer of their motion space (generate/talking_face.py)."""
+    from mirrortalk_jax.generate.talking_face import TalkingFace, run_jobs
+
+    _require(args, ("generator", "renderer", "out") if not args.batch else ("generator", "renderer"))
+    _refuse(args, ("denoiser", "audio_features", "audio_encoder", "style_clip", "style_predictor", "identity",
+                   "pose"))
+    if not args.batch:
+        _require(args, ("image", "audio", "reference"))
+    face = TalkingFace.load(args.generator, args.renderer, expect=GENERATOR_NAMES[args.model])
+    settings = {"seed": args.seed, "paste": not args.no_paste_back, "batch_size": args.render_batch,
+                "num_steps": args.steps or 0}
+    if args.guidance is not None:
+        settings["guidance"] = {"style": args.guidance}
+    if args.batch:
+        results = run_jobs(face, args.batch, **settings)
+        failed = [r for r in results if "error" in r]
+        for r in results:
+            print(r["error"] if "error" in r else f"line {r['line']}: wrote {r['out']} ({r['frames']} frames)")
+        print(f"{len(results) - len(failed)} of {len(results)} jobs done")
+        return 1 if failed else 0
+    summary = face.write(args.out, photo=args.image, audio=args.audio, reference=args.reference,
+                         save_motion=args.save_motion, **settings)
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {summary['out']} ({summary['frames']} frames, {summary['width']}x{summary['height']}, "
+          f"{summary['seconds']:.2f} s at 25 fps; motion in {summary['motion_seconds']:.1f} s, rendering "
+          f"{summary['render_frames_per_s']:.1f} frames/s)")
+    return 0
+
+
 def _generate(args) -> int:
-    if args.steps < 1 or args.render_batch < 1:
+    if (args.steps is not None and args.steps < 1) or args.render_batch < 1:
         raise ValueError(f"--steps and --render_batch must be >= 1, got {args.steps} and {args.render_batch}")
-    return {"dreamtalk": _generate_dreamtalk}[args.model](args)
+    if args.model == "dreamtalk":
+        _require(args, ("denoiser", "renderer", "audio", "image", "out"))
+        if not (args.audio_features or args.audio_encoder) or not (args.style_clip or args.style_predictor):
+            raise ValueError("--model dreamtalk needs --audio_features or --audio_encoder, and --style_clip or "
+                             "--style_predictor")
+        if args.generator or args.reference or args.batch or args.no_paste_back:
+            raise ValueError("--generator, --reference, --batch and --no_paste_back go with --model mirrortalk or "
+                             "mimictalk")
+        args.steps = args.steps or 10
+        args.guidance = 1.0 if args.guidance is None else args.guidance
+        return _generate_dreamtalk(args)
+    return _generate_from_reference(args)
 
 
 def add_parser(jobs) -> None:
     p = jobs.add_parser("generate", help="talking-head mp4 from audio + a portrait with converted or trained models",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=MODELS, help="which method generates")
-    p.add_argument("--denoiser", required=True,
+    p.add_argument("--generator", help="mirrortalk / mimictalk: the trained run (on a prepared real-face dataset)")
+    p.add_argument("--denoiser",
                    help="DreamTalk denoiser: converted checkpoint (tools/convert_dreamtalk.py: OUT/denoiser) or run")
-    p.add_argument("--renderer", required=True,
-                   help="PIRenderer: converted checkpoint (tools/convert_dreamtalk.py: OUT/renderer) or run")
-    p.add_argument("--audio", required=True, help="speech (any audio/video file FFmpeg reads); the mp4's sound")
-    audio = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--renderer",
+                   help="renderer run of the generator's motion space; DreamTalk: its PIRenderer (converted "
+                        "checkpoint, tools/convert_dreamtalk.py: OUT/renderer, or run)")
+    p.add_argument("--audio", help="speech (any audio/video file FFmpeg reads); the mp4's sound")
+    p.add_argument("--reference", help="mirrortalk / mimictalk: a short video of the talking style to imitate")
+    p.add_argument("--no_paste_back", action="store_true",
+                   help="mirrortalk / mimictalk: write the animated face crop instead of the whole photo")
+    p.add_argument("--batch", help="mirrortalk / mimictalk: a JSONL file of jobs (image, audio, reference, out)")
+    audio = p.add_mutually_exclusive_group()
     audio.add_argument("--audio_features", help="50 Hz feature rows of --audio: .npy (N, 1024) or a "
                                                 "`mirrortalk features` .npz")
     audio.add_argument("--audio_encoder", help="converted wav2vec2 (tools/convert_hf_audio.py) or Hugging Face "
                                                "folder: features computed here")
-    p.add_argument("--image", required=True, help="portrait face crop (png/jpg) at the renderer's size")
-    style = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--image", help="mirrortalk / mimictalk: any photo with a face; DreamTalk: a face crop (png/jpg) "
+                                   "at the renderer's size")
+    style = p.add_mutually_exclusive_group()
     style.add_argument("--style_clip", help="reference style: 3DMM .mat/.npz (coeff) or .npy (frames, 64)")
     style.add_argument("--style_predictor", help="trained dreamtalk_style_predictor run (style from the audio)")
     p.add_argument("--identity", help="with --style_predictor: the speaker's (68, 3) landmarks .npy")
     p.add_argument("--pose", help="head pose: 3DMM .mat/.npz or .npy (frames, 9) (default: see above)")
-    p.add_argument("--steps", type=int, default=10, help="DDIM steps (the original: 10)")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="classifier-free guidance scale (the original: 1.0; 0 = neutral style)")
+    p.add_argument("--steps", type=int, help="DDIM / ODE steps (default: the run's own; DreamTalk's original: 10)")
+    p.add_argument("--guidance", type=float,
+                   help="style guidance scale (default: the run's own; DreamTalk's original: 1.0; 0 = neutral "
+                        "style)")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     p.add_argument("--render_batch", type=int, default=16, help="frames per renderer call (the original: 16)")
-    p.add_argument("--save_motion", help="also save the renderer's coefficients (frames, 73) to this .npy")
-    p.add_argument("--out", required=True, help="the mp4 to write")
+    p.add_argument("--save_motion", help="also save the generated motion (DreamTalk: the renderer's 73 coefficients "
+                                         "per frame) to this .npy")
+    p.add_argument("--out", help="the mp4 to write")
     p.set_defaults(func=_generate)

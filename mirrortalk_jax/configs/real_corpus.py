@@ -12,14 +12,14 @@ r"""MirrorTalk's three stages on a real corpus prepared by `mirrortalk data prep
 
 The argument is `<corpus>[,<stage>][,<size>]`: corpus one of hdtf, crema_d, mead, voxceleb2 (default hdtf; its
 dataset at data/<corpus>, or `--config.data.dataset_dir`); stage motion_expert, style_encoder, mirrortalk (default),
-renderer (ours, configs/renderer.py) or pirenderer (the PIRenderer port trained the same way); size base (default;
+mimictalk (ICS-A2M), renderer (ours, configs/renderer.py) or pirenderer (the PIRenderer port trained the same way); size base (default;
 256x256 renderers: prepare with --image_size 256) or tiny (a 2-core CPU smoke run). The models read the dataset's motion space (the corpus' fitted
 mesh basis) from its metadata; nothing here depends on the number of channels. The audio standardisation
 (`model.audio_mean` / `audio_std`, where a stage has it) keeps the SynthTalk values: set your corpus' log-mel
 statistics.
 """
 
-from mirrortalk_jax.configs import mirrortalk, motion_expert, renderer, style_encoder
+from mirrortalk_jax.configs import mimictalk_a2m, mirrortalk, motion_expert, renderer, style_encoder
 
 CORPORA = ("hdtf", "crema_d", "mead", "voxceleb2")
 # Stage -> size ("base" / "tiny") -> its config. The stage-0/1 configs call their full size "default".
@@ -27,6 +27,9 @@ STAGES = {
     "motion_expert": lambda size: motion_expert.get_config("default" if size == "base" else size),
     "style_encoder": lambda size: style_encoder.get_config("default" if size == "base" else size),
     "mirrortalk": mirrortalk.get_config,
+    # MimicTalk's ICS-A2M: tiny as on SynthTalk; base = the released architecture (HuBERT features: add them with
+    # `mirrortalk features`).
+    "mimictalk": lambda size: mimictalk_a2m.get_config("tiny" if size == "tiny" else "released"),
     "renderer": renderer.get_config,
     "pirenderer": lambda size: renderer.get_config(f"{size},pirenderer"),
 }

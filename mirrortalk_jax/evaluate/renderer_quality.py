@@ -24,11 +24,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from mirrortalk_jax.data import schema
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import image_quality, landmark_detectors
+from mirrortalk_jax.generate import render
 
 PerceptualDistance = Callable[[jax.Array, jax.Array], jax.Array]  # (B, H, W, 3) x2 in [-1, 1] -> (B,)
 
@@ -54,45 +54,6 @@ class PortraitCopy:
         return source_image
 
 
-def to_uint8(images: jax.Array | np.ndarray) -> np.ndarray:
-    """Renderer output in [-1, 1] -> uint8 (clipped, rounded)."""
-    return np.asarray(jnp.round((jnp.clip(images, -1.0, 1.0) + 1.0) * 127.5)).astype(np.uint8)
-
-
-@nnx.jit
-def _render_module(renderer, source_image, source_motion, driving):
-    return renderer.render_frames(source_image, source_motion, driving)
-
-
-def _render(renderer, *inputs):
-    """Compiled once per renderer structure and batch shape (a plain object, e.g. PortraitCopy, runs eagerly)."""
-    if isinstance(renderer, nnx.Module):
-        return _render_module(renderer, *inputs)
-    return renderer.render_frames(*inputs)
-
-
-def render_clip(renderer, portrait: np.ndarray, portrait_motion: np.ndarray, motion: np.ndarray, *,
-                start: int = 0, stop: int | None = None, batch_size: int = 16) -> np.ndarray:
-    """Frames start..stop-1 of a clip rendered from one portrait.
-
-    portrait (H, W, 3) uint8, portrait_motion (D,), motion (T, D) the clip's motion -> (n, H, W, 3) uint8.
-    """
-    stop = len(motion) if stop is None else stop
-    image = jnp.asarray(portrait, jnp.float32) / 127.5 - 1.0
-    frames = []
-    for first in range(start, stop, batch_size):
-        last = min(first + batch_size, stop)
-        driving = renderer.driving(motion, first, last)
-        pad = batch_size - (last - first)
-        if pad:
-            driving = jnp.concatenate([driving, jnp.repeat(driving[-1:], pad, axis=0)])
-        out = _render(renderer, jnp.broadcast_to(image, (batch_size, *image.shape)),
-                      jnp.broadcast_to(jnp.asarray(portrait_motion, jnp.float32), (batch_size, motion.shape[1])),
-                      driving)
-        frames.append(to_uint8(out[:last - first]))
-    return np.concatenate(frames)
-
-
 def evaluate(renderer, source: ClipSource, settings: Settings = Settings(), *,
              perceptual: PerceptualDistance | None = None,
              detector: landmark_detectors.LandmarkDetector | None = None,
@@ -113,8 +74,8 @@ def evaluate(renderer, source: ClipSource, settings: Settings = Settings(), *,
         if stop < 2:
             continue
         real = schema.decode_frames(record["frames"][:stop])
-        fake = render_clip(renderer, real[0], motion[0], motion, start=1, stop=stop,
-                           batch_size=settings.batch_size)
+        fake = render.render_clip(renderer, real[0], motion[0], motion, start=1, stop=stop,
+                                  batch_size=settings.batch_size)
         real = real[1:]
         per_clip["ssim"].append(image_quality.mean_ssim(fake, real, data_range=255, channel_axis=-1))
         per_clip["psnr"].append(float(np.mean(np.minimum(np.asarray(image_quality.psnr(real, fake, 255)), 100.0))))

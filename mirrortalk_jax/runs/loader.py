@@ -51,6 +51,7 @@ class StoredModel:
     parts: Mapping[str, Any]  # {part: stored part} the model was built with (see `Recipe.parts`)
     step: int
     run_dir: Path
+    motion_basis: str | None = None  # the dataset's fitted mesh basis (JSON) for a real-face motion space
 
     @property
     def model_config(self) -> ml_collections.ConfigDict:
@@ -88,7 +89,7 @@ def stored_model(path: str | os.PathLike, *, expect: str | None = None, what: st
         finally:
             ckpt.close()
         stored = StoredModel(ml_collections.ConfigDict(meta["config"]), MotionSpec.from_json(meta["motion_spec"]),
-                             meta.get("parts") or {}, step, path)
+                             meta.get("parts") or {}, step, path, meta.get("motion_basis"))
     elif not path.exists():
         raise FileNotFoundError(f"{what} {path}: no such folder")
     else:

@@ -148,7 +148,7 @@ class MirrorTalkGenerator(TrainedGenerator):
             overlap_frames=min(int(sampling.get("overlap_frames", 8)), max(chunk - 1, 0)),
             num_steps=int(sampling.get("num_steps") or self.model.eval_sampler_steps),
             sampler=sampling.get("sampler", "ddim"), guidance=self.guidance(sampling.get("guidance")))
-        return np.asarray(out, np.float32)
+        return np.array(out, np.float32)  # a writable copy
 
 
 class DreamTalkGenerator(TrainedGenerator):
@@ -177,7 +177,7 @@ class DreamTalkGenerator(TrainedGenerator):
             settings["guidance_scale"] = float(sampling["guidance"]["style"])
         out = dreamtalk_sampling.sample_model(model, jnp.asarray(rows), jnp.asarray(reference.motion, jnp.float32),
                                               jnp.asarray(reference.mask), rng, **settings)
-        return np.asarray(out, np.float32)
+        return np.array(out, np.float32)  # a writable copy
 
 
 class IcsA2MGenerator(TrainedGenerator):
@@ -211,7 +211,7 @@ class IcsA2MGenerator(TrainedGenerator):
             prompt_motion=jnp.asarray(reference.motion, jnp.float32),
             prompt_audio=jnp.asarray(prompt_audio.reshape(b, ref_frames * rate, -1)),
             prompt_mask=jnp.asarray(reference.mask), frame_mask=jnp.asarray(frame_mask), **settings)
-        return np.asarray(out, np.float32)
+        return np.array(out, np.float32)  # a writable copy
 
 
 class RegressionGenerator(TrainedGenerator):
@@ -221,7 +221,7 @@ class RegressionGenerator(TrainedGenerator):
 
     def generate(self, audio, reference, rng, *, frame_mask=None, **sampling):
         self.check(audio, reference, {})  # sampling settings mean nothing to a regressor: ignored
-        return np.asarray(compiled.bind(_regress, self.model)(jnp.asarray(audio, jnp.float32)), np.float32)
+        return np.array(compiled.bind(_regress, self.model)(jnp.asarray(audio, jnp.float32)), np.float32)
 
 
 def _regress(model, audio):

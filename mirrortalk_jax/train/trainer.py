@@ -120,6 +120,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     ckpt = checkpointing.Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints, every=tc.checkpoint_every)
     meta = {"config": json.loads(config.to_json_best_effort()), "motion_spec": train_source.spec.to_json(),
             "parts": dict(recipe.parts)}
+    if "motion_basis" in train_source.info.metadata:  # a real-face space: generation projects new faces with it
+        meta["motion_basis"] = train_source.info.metadata["motion_basis"]
     # A corrupt latest checkpoint is an error naming the step and file, unless the config asks to fall back.
     restored = ckpt.restore_latest(setup.abstract_state(), train_iter,
                                    fallback_to_previous=bool(tc.fallback_to_previous_checkpoint))

@@ -66,7 +66,8 @@ class RenderLosses(nnx.Module):
         if unknown:
             raise ValueError(f"unknown renderer loss settings {sorted(unknown)}; known: "
                              f"{sorted(WEIGHT_KEYS) + ['discriminator', 'ms_ssim_scales']}")
-        self.weights = {k: float(config.get(k, 0.0)) for k in WEIGHT_KEYS}
+        # A tuple, not a dict: module attributes are part of the graph definition, which must hash (compile once).
+        self.weight_items = tuple((k, float(config.get(k, 0.0))) for k in WEIGHT_KEYS)
         if any(w < 0 for w in self.weights.values()):
             raise ValueError(f"renderer loss weights must be >= 0, got {self.weights}")
         self.ms_ssim_scales = int(config.get("ms_ssim_scales", 3))
@@ -81,6 +82,10 @@ class RenderLosses(nnx.Module):
         if self.weights["ms_ssim"] > 0:
             out["ms_ssim"] = rec.ms_ssim_loss(fake, real, self.ms_ssim_scales)
         return out
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.weight_items)
 
     def __call__(self, fake: jax.Array, real: jax.Array, weight: jax.Array, *, warped: jax.Array | None = None,
                  perceptual_net: nnx.Module | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
