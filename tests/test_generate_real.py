@@ -40,8 +40,9 @@ def material(tmp_path_factory):
              "reference": real_videos.talking_video(root / "her style.mp4", seconds=3.2)}
     Image.fromarray(skimage.data.astronaut()).save(files["photo"], quality=95)
     soundfile.write(files["speech"], real_videos.sentence()[:16000 * 2], 16000)  # 2.0 s: 50 frames
-    settings = dataset.PrepareSettings(options=dataset.clips.Options(image_size=SIZE, min_seconds=0.8),
-                                       runner="local")
+    # Clips of at most 1.6 s: the 3.2 s video makes two clips of one speaker (a reference for the other).
+    settings = dataset.PrepareSettings(options=dataset.clips.Options(image_size=SIZE, min_seconds=0.8,
+                                                                     max_seconds=1.6), runner="local")
     builders.prepare([str(files["reference"])], root / "data", settings, log=lambda line: None)
     corpus = base_config.config_path("real_corpus")
     runs = {stage: _train(base_config.load_config_file(corpus, f"hdtf,{stage},tiny"), root / "data", root / stage)
@@ -167,6 +168,33 @@ def test_bad_photos_and_mismatched_runs_are_refused_by_name(material, tmp_path, 
         assert "Traceback" not in err and all(n in err for n in needles), (needles, err)
     assert not (tmp_path / "never.mp4").exists()
     assert SYNTHTALK_SPEC.dim != 29
+
+
+def test_evaluation_runs_on_the_prepared_real_dataset(material, tmp_path, capsys):
+    """`mirrortalk evaluate` on a dataset of `mirrortalk data prepare` (a 29-channel mesh space, no SynthTalk face):
+    predictions are rendered from each clip's first frame, landmarks re-tracked on both sides, CSIM from dlib's
+    identity embeddings, previews of real | generated frames."""
+    root, files, runs = material
+    corpus = base_config.config_path("real_corpus")
+    judges = {stage: _train(base_config.load_config_file(corpus, f"hdtf,{stage},tiny"), root / "data",
+                            tmp_path / stage) for stage in ("motion_expert", "style_encoder")}
+    args = ["evaluate", "--dataset_dir", str(root / "data"), "--splits", "train", "--expert",
+            str(judges["motion_expert"]), "--judge", str(judges["style_encoder"]), "--model",
+            f"MirrorTalk={runs['mirrortalk']}", "--model", f"ICS-A2M={runs['mimictalk']}", "--num_steps", "2",
+            "--vshift", "2", "--out", str(tmp_path / "results")]
+    assert cli.main(args) == 2  # no built-in face for a mesh space: a renderer is asked for
+    assert "no built-in face; give --renderer" in capsys.readouterr().err
+    assert cli.main(args + ["--renderer", str(runs["renderer"]), "--previews", "1"]) == 0
+    rows = json.loads((tmp_path / "results" / "results.json").read_text())["rows"]["train"]
+    assert set(rows) >= {"Ground Truth", "Mean motion", "MirrorTalk", "ICS-A2M"}
+    for name, metrics in rows.items():
+        assert metrics["num_clips"] == 2
+        for key in ("ssim", "psnr", "m_lmd", "f_lmd", "csim", "aed", "apd", "lse_c", "style_sim", "fid"):
+            assert metrics[key] is not None and np.isfinite(metrics[key]), (name, key)
+        assert -1.0 <= metrics["csim"] <= 1.0 and metrics["landmark_frames"] > 0.5
+    assert rows["Ground Truth"]["aed"] == 0.0 and rows["MirrorTalk"]["aed"] > 0.0
+    previews = list((tmp_path / "results" / "previews").glob("*.mp4"))
+    assert len(previews) == 1 and video.read_mp4(previews[0]).frames.shape[1:] == (SIZE, 2 * SIZE, 3)
 
 
 def test_pasting_the_photos_own_crop_back_restores_the_photo():

@@ -7,10 +7,19 @@ Rows: Ground Truth, mean motion, nearest-neighbour audio retrieval, the audio-on
 --regression), then every --model: any trained generator run (MirrorTalk or an ablation, DreamTalk, MimicTalk
 ICS-A2M; the run's config says which). --judge is an independently trained style
 encoder (mirrortalk_jax/configs/style_encoder.py with its own seed), never a generator's own SDSE.
+
+Any dataset: SynthTalk draws predictions with its own parametric face; a dataset made by `mirrortalk data prepare`
+(any motion space) needs --renderer, a renderer run of its motion space, which animates each clip's first frame:
+LMD then compares dlib-68 landmarks re-tracked on rendered and real frames (MediaPipe mesh), CSIM compares dlib's
+identity embeddings of the first frame and the generated ones (the `faces` extra), and --syncnet (a converted
+syncnet_v2, tools/convert_syncnet.py) adds SyncNet's LSE-C / LSE-D on the rendered frames. --inception (a
+converted pytorch-fid InceptionV3, tools/convert_inception.py) makes FID comparable with the literature's; without
+it FID uses the weights-free pixel projection, and the table says which.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 
@@ -26,6 +35,48 @@ def named_runs(items: list[str], flag: str) -> list[tuple[str, Path]]:
 
 
 def _run(args) -> int:
+    with contextlib.ExitStack() as stack:  # closes the landmark detector however the run ends
+        return _evaluate(args, stack)
+
+
+def _faces(args, dataset_spec, stack):
+    """How predictions become faces: SynthTalk's own, or --renderer's (see the module docstring)."""
+    from mirrortalk_jax.evaluate import faces
+    from mirrortalk_jax.runs import loader
+
+    if not args.renderer:
+        if args.syncnet:
+            raise ValueError("--syncnet scores rendered frames: give --renderer too")
+        if dataset_spec.name != "synthtalk_v1":
+            raise ValueError(f"{args.dataset_dir}: motion space {dataset_spec.name!r} has no built-in face; give "
+                             "--renderer, a renderer run trained on this dataset")
+        return faces.SynthTalkFaces()
+    renderer = loader.load_model(args.renderer, what="--renderer")
+    if renderer.spec is None or renderer.spec.channels != dataset_spec.channels:
+        raise ValueError(f"--renderer {args.renderer} was trained on another motion space "
+                         f"({None if renderer.spec is None else renderer.spec.name}) than {args.dataset_dir}'s "
+                         f"({dataset_spec.name}, {dataset_spec.dim} channels)")
+    from mirrortalk_jax.evaluate import landmark_detectors
+
+    detector = stack.enter_context(landmark_detectors.MeshLandmarkDetector())
+    identity = None
+    try:
+        from mirrortalk_jax.data.faces.identity import IdentityEmbedder
+
+        identity = IdentityEmbedder()
+    except ImportError as e:  # CSIM needs dlib; the other metrics do not
+        print(f"no CSIM: {e}")
+    syncnet = None
+    if args.syncnet:
+        from mirrortalk_jax.evaluate import lse
+
+        syncnet = lse.SyncNetEmbedder(loader.load_model(args.syncnet, expect="syncnet", what="--syncnet").model)
+    return faces.RenderedFaces(renderer.model, detector, identity=identity, syncnet=syncnet, vshift=args.vshift)
+
+
+def _evaluate(args, stack: contextlib.ExitStack) -> int:
+    from mirrortalk_jax.data.sources import ClipSource
+    from mirrortalk_jax.evaluate import fid as fid_lib
     from mirrortalk_jax.evaluate import results_table, style_similarity, suite
     from mirrortalk_jax.runs import loader
 
@@ -40,8 +91,16 @@ def _run(args) -> int:
     splits = [suite.load_split(dataset_dir, s, first.data.audio_feature, reference_frames,
                                max_clips=args.max_clips) for s in args.splits.split(",")]
     judge_config = loader.stored_model(models[0][1]).config if models else None
+    faces = _faces(args, ClipSource(dataset_dir, splits[0].name).spec, stack)
+    extractor, fid_name = fid_lib.PixelProjection(), "the pixel-projection extractor (not comparable across papers)"
+    if args.inception:
+        from mirrortalk_jax.evaluate import inception
+
+        extractor = inception.InceptionFeatures(inception.load_inception(args.inception))
+        fid_name = "pytorch-fid's InceptionV3 pool3"
     judges = suite.Judges(expert=loader.load_model(args.expert).model,
-                          style=style_similarity.StyleEvaluator.from_run(args.judge, generator_config=judge_config))
+                          style=style_similarity.StyleEvaluator.from_run(args.judge, generator_config=judge_config),
+                          fid_extractor=extractor, faces=faces)
     methods = {"Ground Truth": suite.ground_truth(), "Mean motion": suite.mean_motion(dataset_dir, args.train_split),
                "Nearest-neighbour audio retrieval": suite.nearest_neighbour(dataset_dir, first.data.audio_feature,
                                                                              args.train_split)}
@@ -51,14 +110,15 @@ def _run(args) -> int:
         methods[name] = suite.generator(run, settings)
     rows, predictions = suite.evaluate(splits, methods, judges, settings, progress=lambda m: print(f"scoring {m}"))
     table = results_table.ResultsTable(rows, {
-        "units": "M-LMD/F-LMD in pixels; Sync_conf = LSE-C of the motion expert; FID under the pixel-projection "
-                 "extractor", "dataset": str(dataset_dir),
+        "units": f"M-LMD/F-LMD in pixels; Sync_conf = LSE-C of the motion expert; FID under {fid_name}",
+        "dataset": str(dataset_dir),
         "sampler": f"{settings.num_steps} sampling steps, seed {settings.seed}"})
     paths = table.write(args.out)
     if args.previews and models:
         for split in splits:
             suite.write_previews(Path(args.out) / "previews", split, predictions[split.name], models[0][0],
-                                 count=args.previews)
+                                 count=args.previews,
+                                 faces=None if isinstance(faces, suite.faces_lib.SynthTalkFaces) else faces)
     print(table.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -80,5 +140,9 @@ def add_parser(jobs) -> None:
     parser.add_argument("--vshift", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--previews", type=int, default=0, help="preview videos per split of the first --model")
+    parser.add_argument("--renderer", default="", help="renderer run of the dataset's motion space (needed for a "
+                                                       "prepared real-face dataset)")
+    parser.add_argument("--syncnet", default="", help="converted SyncNet (LSE-C / LSE-D on rendered frames)")
+    parser.add_argument("--inception", default="", help="converted pytorch-fid InceptionV3 (comparable FID)")
     parser.add_argument("--no_image_metrics", action="store_true", help="skip SSIM/PSNR/FID (faster)")
     parser.set_defaults(func=_run)

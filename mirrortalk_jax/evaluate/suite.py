@@ -28,13 +28,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from mirrortalk_jax.data import video
 from mirrortalk_jax.data.audio_features import audio_frame_features
-from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
+from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC, MotionSpec
 from mirrortalk_jax.data.schema import decode_frames
 from mirrortalk_jax.data.sources import ClipSource
-from mirrortalk_jax.data.synthtalk import face, raster
 from mirrortalk_jax.evaluate import fid as fid_lib
-from mirrortalk_jax.evaluate import image_quality, landmarks, motion_error, preview, style_similarity, sync
+from mirrortalk_jax.evaluate import faces as faces_lib
+from mirrortalk_jax.evaluate import image_quality, motion_error, preview, style_similarity, sync
 from mirrortalk_jax.sample import baselines, generators
 
 
@@ -48,8 +49,8 @@ class Clip:
     sample_rate: int
     fps: float
     landmarks_2d: np.ndarray  # (T, 68, 2) pixels
-    face_shape: np.ndarray  # (8,)
-    appearance: np.ndarray  # (9, 3) uint8
+    face_shape: np.ndarray | None  # (8,) SynthTalk's face; None for a prepared real-face dataset
+    appearance: np.ndarray | None  # (9, 3) uint8
     frames: np.ndarray | None  # (T, H, W, 3) uint8, None when the dataset has no frames
     ref_index: int = -1  # reference clip: the next clip of the same speaker (cyclic)
     control_ref_index: int | None = None  # a clip of another speaker (the style-transfer control)
@@ -62,6 +63,7 @@ class Split:
     refs: list[tuple[np.ndarray, np.ndarray]]  # per clip: centre crop (R, D) of its motion and its mask (R,)
     image_size: int
     audio_feature: str = ""  # the kind of Clip.audio (data.audio_features); generators must match it
+    spec: MotionSpec = SYNTHTALK_SPEC  # the dataset's motion space (its groups drive AED / APD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +109,8 @@ def load_split(dataset_dir: str | os.PathLike, split: str, audio_feature: str, r
                                        fps=float(r["fps"])).astype(np.float32),
             waveform=np.asarray(r["audio"], np.float32), sample_rate=int(r["sample_rate"]), fps=float(r["fps"]),
             landmarks_2d=np.asarray(r["landmarks_2d"], np.float32),
-            face_shape=np.asarray(meta["face_shape"], np.float64),
-            appearance=np.asarray(meta["appearance"], np.uint8),
+            face_shape=np.asarray(meta["face_shape"], np.float64) if "face_shape" in meta else None,
+            appearance=np.asarray(meta["appearance"], np.uint8) if "appearance" in meta else None,
             frames=decode_frames(r["frames"]) if has_frames else None))
     speakers = sorted({c.speaker for c in clips})
     by_speaker = {s: [i for i, c in enumerate(clips) if c.speaker == s] for s in speakers}
@@ -119,7 +121,7 @@ def load_split(dataset_dir: str | os.PathLike, split: str, audio_feature: str, r
             other = by_speaker[speakers[(speakers.index(c.speaker) + 1) % len(speakers)]]
             c.control_ref_index = other[own.index(i) % len(other)]
     return Split(split, clips, [generators.centre_crop(c.motion, reference_frames) for c in clips],
-                 int(source.info.metadata["image_size"]), audio_feature)
+                 int(source.info.metadata["image_size"]), audio_feature, source.spec)
 
 
 # ----- Methods -----
@@ -193,17 +195,14 @@ def generator(run_dir: str | os.PathLike, settings: Settings, *, control: bool =
 
 @dataclasses.dataclass
 class Judges:
-    """The frozen models that score: a motion expert (sync), an independent style encoder, a FID extractor."""
+    """The frozen models that score: a motion expert (sync), an independent style encoder, a FID extractor, and
+    how motion becomes faces (evaluate/faces.py: SynthTalk's parametric face, or a renderer for any motion space,
+    with CSIM and SyncNet's LSE when given)."""
 
     expert: object
     style: style_similarity.StyleEvaluator
     fid_extractor: fid_lib.FeatureExtractor = dataclasses.field(default_factory=fid_lib.PixelProjection)
-
-
-def draw(motion: np.ndarray, clip: Clip, image_size: int) -> np.ndarray:
-    """Motion drawn as the clip's own speaker (face shape, colours): (T, S, S, 3) uint8."""
-    return preview.render_motion(motion, image_size, face.FaceShape.from_array(clip.face_shape),
-                                 raster.Appearance.from_array(clip.appearance))
+    faces: faces_lib.Faces = dataclasses.field(default_factory=faces_lib.SynthTalkFaces)
 
 
 def score(preds: Sequence[np.ndarray], split: Split, judges: Judges, settings: Settings) -> dict[str, float]:
@@ -211,23 +210,24 @@ def score(preds: Sequence[np.ndarray], split: Split, judges: Judges, settings: S
     clips = split.clips
     if len(preds) != len(clips):
         raise ValueError(f"{len(preds)} predictions for {len(clips)} clips of {split.name}")
-    per_clip: dict[str, list[float]] = {k: [] for k in ("m_lmd", "f_lmd", "aed", "apd", "ssim", "psnr")}
+    per_clip: dict[str, list[float]] = {k: [] for k in ("m_lmd", "f_lmd", "aed", "apd", "ssim", "psnr", "csim",
+                                                         "syncnet_lse_c", "syncnet_lse_d", "landmark_frames")}
     syncs, drawn = [], []
     for pred, c in zip(preds, clips):
         if pred.shape != c.motion.shape:
             raise ValueError(f"prediction for {c.clip_id} has shape {pred.shape}, expected {c.motion.shape}")
-        lm = landmarks.synthtalk_landmarks(pred, c.face_shape, split.image_size)
-        per_clip["m_lmd"].append(landmarks.m_lmd(lm, c.landmarks_2d))
-        per_clip["f_lmd"].append(landmarks.f_lmd(lm, c.landmarks_2d))
-        errors = motion_error.region_errors(pred[None], c.motion[None], np.ones((1, len(pred)), bool), SYNTHTALK_SPEC)
+        errors = motion_error.region_errors(pred[None], c.motion[None], np.ones((1, len(pred)), bool), split.spec)
         per_clip["aed"].append(errors["aed"])
         per_clip["apd"].append(errors["apd"])
         syncs.append(sync.expert_sync(judges.expert, pred, c.audio, vshift=settings.vshift))
+        frames = None
         if settings.image_metrics and c.frames is not None:
-            frames = draw(pred, c, split.image_size)
+            frames = judges.faces.frames(pred, c, split.image_size)
             drawn.append(frames)
             per_clip["ssim"].append(float(image_quality.mean_ssim(frames, c.frames, data_range=255, channel_axis=-1)))
             per_clip["psnr"].append(float(np.mean(np.asarray(image_quality.psnr(c.frames, frames, data_range=255)))))
+        for key, value in judges.faces.scores(pred, c, split.image_size, frames).items():
+            per_clip[key].append(value)
     out = {k: float(np.mean(v)) if v else None for k, v in per_clip.items()}
     out.update(sync.summarize(syncs))
     gen = judges.style.embed(list(preds))
@@ -263,15 +263,29 @@ def evaluate(splits: Sequence[Split], methods: dict[str, Method], judges: Judges
 
 
 def write_previews(directory: str | os.PathLike, split: Split, predictions: dict[str, list[np.ndarray]],
-                   method: str, count: int = 2, image_size: int = 128) -> list[Path]:
-    """Side-by-side mp4s (ground truth | `method`) with the clip's audio, for the first `count` speakers."""
+                   method: str, count: int = 2, image_size: int = 128,
+                   faces: faces_lib.Faces | None = None) -> list[Path]:
+    """Side-by-side mp4s (ground truth | `method`) with the clip's audio, for the first `count` speakers.
+
+    Without `faces` both panels are SynthTalk motion drawn with one neutral face; with a renderer's faces
+    (evaluate/faces.RenderedFaces) the left panel is the clip's real frames and the right one the rendered
+    prediction, for any dataset with frames."""
     paths, seen = [], set()
     for i, c in enumerate(split.clips):
         if c.speaker in seen or len(paths) >= count:
             continue
         seen.add(c.speaker)
-        paths.append(preview.write_side_by_side(
-            Path(directory) / f"{split.name}_{c.clip_id}_{method.lower().replace(' ', '_')}.mp4",
-            [c.motion, predictions[method][i]], fps=c.fps, audio=c.waveform, sample_rate=c.sample_rate,
-            image_size=image_size))
+        path = Path(directory) / f"{split.name}_{c.clip_id}_{method.lower().replace(' ', '_')}.mp4"
+        if faces is None:
+            paths.append(preview.write_side_by_side(path, [c.motion, predictions[method][i]], fps=c.fps,
+                                                    audio=c.waveform, sample_rate=c.sample_rate,
+                                                    image_size=image_size))
+            continue
+        if c.frames is None:
+            raise ValueError(f"clip {c.clip_id} of {split.name} has no frames to preview against")
+        generated = faces.frames(predictions[method][i], c, split.image_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        video.write_mp4(path, np.concatenate([c.frames[:len(generated)], generated], axis=2), fps=c.fps,
+                        audio=c.waveform, sample_rate=c.sample_rate)
+        paths.append(path)
     return paths

@@ -135,8 +135,9 @@ class TalkingFace:
                batch_size: int = 8, **sampling: Any) -> Iterator[np.ndarray]:
         """Frames as speech arrives: audio chunks (any sizes, 16 kHz) in, (n, H, W, 3) uint8 batches out.
 
-        Every `chunk_frames` frames of speech (default: the generator's training window less the overlap) become one motion chunk,
-        generated on its audio plus the `overlap_frames` frames before it; those frames, held back from the
+        Every `chunk_frames` frames of speech (default: the generator's training window less the overlap) become
+        one motion chunk, generated on its audio plus the `overlap_frames` frames before it; those frames, held back
+        from the
         previous chunk, are cross-faded between the two, so chunks join without a jump. A chunk's frames are
         rendered and yielded as soon as it is generated. Latency: one chunk of speech plus its generation and
         rendering; memory: one chunk. A chunk's features are computed with a margin of earlier audio, so they

@@ -15,7 +15,8 @@ TPSMM, LivePortrait), and takes the cheap parts of both:
   at that resolution are warped by a flow an AdaIN hourglass predicts from them and z, with an occlusion map
   (FOMM) so the decoder knows where to paint instead (an open mouth, a turned cheek). The finer encoder levels
   are warped by the same flow, upsampled, and enter the decoder as skips: sharp texture without a second flow.
-- The flow head starts at zero, so training begins from the identity warp (the portrait's pixels in place). An auxiliary loss on the source warped by the flow alone (PIRenderer's warp stage,
+- The flow head and the colour head start at zero, so training begins from the identity warp (the portrait's
+  pixels in place, nothing painted). An auxiliary loss on the source warped by the flow alone (PIRenderer's warp stage,
   `loss.warp`) shapes the flow early.
 - Only 2-D ops that export everywhere: convolutions, AdaIN, pixel shuffles, bilinear resizes, and a 4-D bilinear
   `grid_sample` written as gathers (models/nn/warp.py). No 3-D feature volume and no 5-D grid_sample (the op
@@ -180,7 +181,12 @@ class MotionRenderer(nnx.Module):
         self.fuse = nnx.List([ModulatedConv(2 * channels[i], channels[i], d, rngs)
                               for i in reversed(range(len(channels) - 1))])
         # Per 2x2 output block: the colour correction added to the warped source's pixel.
-        self.to_rgb = il.conv2d(channels[0], 4 * 3, 3, rngs, padding=1, axes=("embed", None))
+        # Zero-initialised like the flow head: an untrained renderer returns the portrait itself (identity warp, no
+        # residual), a face every landmark tracker finds, which evaluation and personalization start from.
+        zeros = nnx.initializers.zeros
+        self.to_rgb = nnx.Conv(channels[0], 4 * 3, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
+                               kernel_init=nnx.with_partitioning(zeros, ("conv", "conv", "embed", None)),
+                               bias_init=nnx.with_partitioning(zeros, (None,)), rngs=rngs)
         self.losses = RenderLosses(config.loss, rngs) if "loss" in config else None
         check_perceptual(config, perceptual_net)
         self.perceptual_net = perceptual_net  # frozen: a pretrained feature network (a run's part)
