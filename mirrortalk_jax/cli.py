@@ -6,6 +6,9 @@
     mirrortalk generate --model dreamtalk --denoiser DIR --renderer DIR --audio WAV
         (--audio_features F.npy | --audio_encoder DIR) --image PNG (--style_clip F | --style_predictor RUN)
         [--pose F] --out OUT.mp4
+    mirrortalk generate --model mirrortalk|mimictalk --generator RUN --renderer RUN --image PHOTO --audio WAV
+        --reference STYLE.mp4 --out OUT.mp4
+    mirrortalk serve --model NAME=RUN --renderer RUN        (the web demo; the `demo` extra)
 
 `mirrortalk --help` lists every job. Training has its own Flax-examples-style entry point:
 python -m mirrortalk_jax.main --config=... --workdir=...
@@ -19,7 +22,7 @@ import logging
 import sys
 
 # Each module defines add_parser(subparsers) and sets `func` on its parsers; heavy imports stay inside the jobs.
-COMMANDS = ("data", "demo", "evaluate", "evaluate_renderers", "generate", "export", "features")
+COMMANDS = ("data", "demo", "evaluate", "evaluate_renderers", "generate", "export", "features", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

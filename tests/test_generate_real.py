@@ -197,6 +197,36 @@ def test_evaluation_runs_on_the_prepared_real_dataset(material, tmp_path, capsys
     assert len(previews) == 1 and video.read_mp4(previews[0]).frames.shape[1:] == (SIZE, 2 * SIZE, 3)
 
 
+def test_the_web_demo_serves_both_models_through_its_api(material, tmp_path, monkeypatch):
+    """`mirrortalk serve`'s app on loopback, driven as a user's script would: gradio_client uploads the files and
+    calls /generate; the video it returns is the command's."""
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client, handle_file
+
+    from mirrortalk_jax.generate import web_app
+
+    root, files, runs = material
+    app = web_app.build_app({"MirrorTalk": runs["mirrortalk"], "MimicTalk": runs["mimictalk"]}, runs["renderer"],
+                            out_dir=tmp_path / "served")
+    _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        photo, speech = handle_file(str(files["photo"])), handle_file(str(files["speech"]))
+        # MirrorTalk with region guidance and the style video; MimicTalk without a reference video.
+        path, details = client.predict(photo, speech, handle_file(str(files["reference"])), "MirrorTalk", 2,
+                                       1.0, 1.5, 2.0, 1.0, 1.0, 1.0, api_name="/generate")
+        assert video.read_mp4(path).frames.shape == (50, 512, 512, 3) and details.startswith("50 frames")
+        path, details = client.predict(photo, speech, None, "MimicTalk", 2, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                                       api_name="/generate")
+        assert video.read_mp4(path).frames.shape == (50, 512, 512, 3)
+        assert "no reference video" in details
+    finally:
+        app.close()
+    face = TalkingFace.load(runs["mimictalk"], runs["renderer"])
+    assert web_app.guidance_for(face, {"style": 1.0, "lower": 2.0}) is None  # ICS-A2M reads no regions
+    assert web_app.guidance_for(face, {"style": 1.5, "lower": 2.0}) == {"style": 1.5}
+
+
 def test_pasting_the_photos_own_crop_back_restores_the_photo():
     photo = skimage.data.astronaut()
     transform = np.array([0.25, -30.0, -5.0], np.float32)  # a 256-pixel square at (120, 20), to 64 pixels

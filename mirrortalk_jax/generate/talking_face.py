@@ -112,6 +112,10 @@ class TalkingFace:
         return generators.Reference.of_clips([clip.motion], frames,
                                              [self.features(clip.audio, len(clip.motion))])
 
+    def still_reference(self, portrait: Portrait) -> generators.Reference:
+        """Without a reference video: the photo's own face, one still frame, is the style (a calm speaker)."""
+        return generators.Reference.of_clips([portrait.motion[None]], max(self.generator.reference_frames, 1))
+
     # ----- Motion and frames -----
 
     def motion(self, wav: np.ndarray, reference: generators.Reference, *, seed: int = 0,
@@ -137,8 +141,7 @@ class TalkingFace:
 
         Every `chunk_frames` frames of speech (default: the generator's training window less the overlap) become
         one motion chunk, generated on its audio plus the `overlap_frames` frames before it; those frames, held back
-        from the
-        previous chunk, are cross-faded between the two, so chunks join without a jump. A chunk's frames are
+        from the previous chunk, are cross-faded between the two, so chunks join without a jump. A chunk's frames are
         rendered and yielded as soon as it is generated. Latency: one chunk of speech plus its generation and
         rendering; memory: one chunk. A chunk's features are computed with a margin of earlier audio, so they
         equal the whole-file features away from the very start.
@@ -195,16 +198,18 @@ class TalkingFace:
     # ----- Files -----
 
     def write(self, out: str | os.PathLike, *, photo: str | os.PathLike, audio: str | os.PathLike,
-              reference: str | os.PathLike, seed: int = 0, paste: bool = True, batch_size: int = 16,
+              reference: str | os.PathLike | None, seed: int = 0, paste: bool = True, batch_size: int = 16,
               save_motion: str | os.PathLike | None = None, progress: bool = True, **sampling: Any) -> dict:
         """One talking-face mp4 from files; returns a summary (frames, seconds, speeds, notes). Every input is
-        read and checked before anything is generated; messages name the file."""
+        read and checked before anything is generated; messages name the file. Without `reference` the photo's
+        own still face is the style (`still_reference`)."""
         image = media.read_image(photo, "--image")
         wav = media.read_audio(audio, "--audio", SAMPLE_RATE)
         portrait = self.portrait(image, f"--image {photo}")
-        style = reference_clip(reference, self.basis, what="--reference")
+        style = reference_clip(reference, self.basis, what="--reference") if reference else None
         start = time.perf_counter()
-        motion = self.motion(wav, self.reference(style), seed=seed, **sampling)
+        motion = self.motion(wav, self.reference(style) if style else self.still_reference(portrait), seed=seed,
+                             **sampling)
         motion_seconds = time.perf_counter() - start
         if save_motion:
             np.save(save_motion, motion)
@@ -220,7 +225,11 @@ class TalkingFace:
                             sample_rate=SAMPLE_RATE)
         render_seconds = time.perf_counter() - start
         height, width = (image.shape[:2] if paste else (self.image_size, self.image_size))
-        notes = [n for n in (portrait.note, "" if style.note == "ok" else f"reference: {style.note}") if n]
+        notes = [portrait.note] if portrait.note else []
+        if style is None:
+            notes.append("no reference video: the photo's still face is the style")
+        elif style.note != "ok":
+            notes.append(f"reference: {style.note}")
         return {"out": str(target), "frames": len(motion), "seconds": len(motion) / FPS, "width": width,
                 "height": height, "motion_seconds": round(motion_seconds, 2),
                 "render_frames_per_s": round(len(motion) / max(render_seconds, 1e-9), 2), "notes": notes}

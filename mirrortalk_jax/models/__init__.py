@@ -5,6 +5,8 @@ jitted init (`out_shardings` from the rules table), so a model can also be built
 and tools: eager sharding at variable creation is switched off.
 """
 
-from flax import nnx
+import flax
 
-nnx.use_eager_sharding(False)
+# The process-wide default, not `nnx.use_eager_sharding(False)`: that is a per-thread context, and models are
+# also built in worker threads (the web demo's request handlers, Beam's workers).
+flax.config.update("flax_always_shard_variable", False)
