@@ -3,7 +3,13 @@
 (briefly) on the real-face motion space `mirrortalk data prepare` fits on that video."""
 
 import json
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
+import jax
 
 import numpy as np
 import pytest
@@ -11,7 +17,7 @@ import skimage.data
 import soundfile
 from PIL import Image
 
-from mirrortalk_jax import base_config, cli
+from mirrortalk_jax import base_config, cli, safe_paths
 from mirrortalk_jax.data import video
 from mirrortalk_jax.data.motion_spec import SYNTHTALK_SPEC
 from mirrortalk_jax.data.prepare import builders, dataset
@@ -225,6 +231,67 @@ def test_the_web_demo_serves_both_models_through_its_api(material, tmp_path, mon
     face = TalkingFace.load(runs["mimictalk"], runs["renderer"])
     assert web_app.guidance_for(face, {"style": 1.0, "lower": 2.0}) is None  # ICS-A2M reads no regions
     assert web_app.guidance_for(face, {"style": 1.5, "lower": 2.0}) == {"style": 1.5}
+
+
+FROM_ARTIFACTS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import runtime
+    generator, renderer = runtime.load(sys.argv[2]), runtime.load(sys.argv[3])
+    x = np.load(sys.argv[4])
+    motion = generator(audio=x["audio"], reference_motion=x["reference_motion"], reference_mask=x["reference_mask"],
+                       reference_audio=x["reference_audio"], seed=np.int32(0))["motion"][0]
+    n = len(motion)
+    frames = renderer(source_image=np.repeat(x["portrait"][None], n, 0),
+                      source_motion=np.repeat(x["portrait_motion"][None], n, 0), driving_motion=motion)["image"]
+    assert not [m for m in sys.modules if m.split(".")[0] in ("mirrortalk_jax", "flax")]
+    np.savez(sys.argv[5], motion=motion, frames=frames)
+""")
+
+
+def test_speech_to_frames_runs_from_exported_artifacts_alone(material, tmp_path, capsys):
+    """`mirrortalk export generator` + `export renderer`: a fresh process with runtime.py, jax and numpy turns a
+    window of audio features, a reference and a portrait into the same motion and frames as the package."""
+    root, files, runs = material
+    from mirrortalk_jax.data import media
+    from mirrortalk_jax.export import runtime
+    from mirrortalk_jax.generate import render
+    from mirrortalk_jax.generate.reference import reference_clip
+
+    (tmp_path / "served").mkdir()
+    for file in (runtime.__file__, safe_paths.__file__):
+        shutil.copy(file, tmp_path / "served")
+    renderer_art = tmp_path / "renderer_art"
+    assert cli.main(["export", "renderer", "--checkpoint", str(runs["renderer"]), "--out", str(renderer_art),
+                     "--platforms", "cpu"]) == 0
+    for model in ("mirrortalk", "mimictalk"):
+        art = tmp_path / f"{model}_art"
+        assert cli.main(["export", "generator", "--checkpoint", str(runs[model]), "--out", str(art),
+                         "--platforms", "cpu"]) == 0
+        face = TalkingFace.load(runs[model], runs["renderer"])
+        window = face.generator.window_frames
+        assert runtime.load(art).manifest["conventions"]["window_frames"] == window
+        audio = face.features(media.read_audio(files["speech"]))[None, :window]
+        reference = face.reference(reference_clip(files["reference"], face.basis))
+        found = face.portrait(np.asarray(Image.open(files["photo"])))
+        np.savez(tmp_path / "inputs.npz", audio=audio, reference_motion=reference.motion,
+                 reference_mask=reference.mask.astype(np.float32), reference_audio=reference.audio,
+                 portrait=found.crop.astype(np.float32) / 127.5 - 1.0, portrait_motion=found.motion)
+        subprocess.run([sys.executable, "-c", FROM_ARTIFACTS, str(tmp_path / "served"), str(art), str(renderer_art),
+                        str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")], check=True, timeout=600)
+        # The same XLA_FLAGS (device count) as this process: CPU XLA's threading follows it, and the untrained
+        # ICS-A2M's ODE amplifies its last-bit differences.
+        want = face.generator.generate(audio, reference, jax.random.key(0))[0]
+        with np.load(tmp_path / "out.npz") as out:
+            np.testing.assert_allclose(out["motion"], want, atol=1e-4)
+            frames = render.to_uint8(out["frames"])
+        expected = render.render_clip(face.renderer, found.crop, found.motion, want)
+        assert np.abs(frames.astype(int) - expected).max() <= 1
+    capsys.readouterr()
+    assert cli.main(["export", "generator", "--checkpoint", str(runs["renderer"]), "--out",
+                     str(tmp_path / "never")]) == 2
+    assert "'motion_renderer' does not generate motion" in capsys.readouterr().err
 
 
 def test_pasting_the_photos_own_crop_back_restores_the_photo():

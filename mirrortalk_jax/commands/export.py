@@ -1,5 +1,5 @@
-"""`mirrortalk export renderer`: a trained or converted renderer -> a torch-free jax.export artifact (see
-export/runtime.py)."""
+"""`mirrortalk export renderer|generator`: a trained or converted renderer, or a trained motion generator -> a
+torch-free jax.export artifact (see export/runtime.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ def _export_renderer(args) -> int:
 
     platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
     path = renderers.export_renderer(args.checkpoint, args.out, image_size=args.image_size, platforms=platforms)
+    print(f"wrote {path} (run it with mirrortalk_jax/export/runtime.py: jax + numpy only)")
+    return 0
+
+
+def _export_generator(args) -> int:
+    from mirrortalk_jax.export import generators
+
+    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    path = generators.export_generator(args.checkpoint, args.out, window=args.window, platforms=platforms)
     print(f"wrote {path} (run it with mirrortalk_jax/export/runtime.py: jax + numpy only)")
     return 0
 
@@ -23,3 +32,10 @@ def add_parser(jobs) -> None:
                           help="render size (default: the checkpoint config's, 256 256 for the released model)")
     renderer.add_argument("--platforms", default="cpu,cuda,tpu", help="comma-separated lowering platforms")
     renderer.set_defaults(func=_export_renderer)
+    generator = export.add_parser("generator", help="export a motion generator (MirrorTalk, ICS-A2M) as StableHLO + "
+                                                    "weights: one window of audio features -> motion")
+    generator.add_argument("--checkpoint", required=True, help="a mirrortalk or mimictalk_a2m training run")
+    generator.add_argument("--out", required=True, help="new artifact folder")
+    generator.add_argument("--window", type=int, default=None, help="frames per call (default: the training window)")
+    generator.add_argument("--platforms", default="cpu,cuda,tpu", help="comma-separated lowering platforms")
+    generator.set_defaults(func=_export_generator)

@@ -126,8 +126,10 @@ def guided_prediction(denoise: Denoiser, x_t: jax.Array, t: jax.Array, cond: Any
                          f"({x_t.shape[-1]},), one scale per motion channel")
     branches = guidance_branches(guidance.audio_scale, guidance.style_scale)
     k, b = len(branches), x_t.shape[0]
-    flags = np.repeat(np.array([BRANCHES[name] for name in branches], bool), b, axis=0)  # (k * B, 2)
-    out = denoise(_tile(x_t, k), _tile(t, k), _tile(cond, k), jnp.asarray(flags[:, 0]), jnp.asarray(flags[:, 1]))
+    # (k * B, 2) branch-major; broadcast, not np.repeat, so B may be symbolic (jax.export with a free batch).
+    per_branch = jnp.asarray(np.array([BRANCHES[name] for name in branches], bool))
+    flags = jnp.broadcast_to(per_branch[:, None, :], (k, b, 2)).reshape(k * b, 2)
+    out = denoise(_tile(x_t, k), _tile(t, k), _tile(cond, k), flags[:, 0], flags[:, 1])
     if out.shape != (k * b,) + x_t.shape[1:]:
         raise ValueError(f"denoise returned shape {out.shape}; expected {(k * b,) + x_t.shape[1:]} "
                          f"({k} guidance branch(es) {branches} x batch {b})")
