@@ -252,6 +252,25 @@ def test_bad_inputs_exit_2_with_a_message_naming_the_file(ckpt, files, predictor
         assert "Traceback" not in err and all(n in err for n in needles), (needles, err)
 
 
+def test_dreamtalk_animates_an_uncropped_photo_and_pastes_it_back(ckpt, files, tmp_path, capsys):
+    """Any photo: scikit-image's astronaut (512x512, the face a fifth of it) is cropped around her face at the
+    renderer's size, animated, and pasted back; --no_paste_back gives the crops."""
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    Image.fromarray(photo).save(tmp_path / "astronaut.jpg", quality=95)
+    out = tmp_path / "photo.mp4"
+    args = _args(ckpt, files, out)
+    args[args.index("--image") + 1] = str(tmp_path / "astronaut.jpg")
+    assert cli.main(args) == 0
+    clip = video.read_mp4(out)
+    assert clip.frames.shape[1:] == (512, 512, 3)
+    assert np.abs(clip.frames[:, 400:, :150].astype(float) - photo[400:, :150]).mean() < 4.0  # away from the face
+    crops = tmp_path / "crops.mp4"
+    assert cli.main(args[:-4] + ["--out", str(crops), "--no_paste_back"]) == 0
+    assert video.read_mp4(crops).frames.shape == (clip.frames.shape[0], SIZE, SIZE, 3)
+
+
 def test_input_loaders_follow_the_originals_layout(files, tmp_path):
     mat = scipy.io.loadmat(files / "style.mat")
     np.testing.assert_array_equal(inputs.load_style_clip(files / "style.mat"), mat["coeff"][:, 80:144])

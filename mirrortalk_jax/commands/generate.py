@@ -32,8 +32,9 @@ Pose (not generated): --pose, a 3DMM .mat/.npz (angles 224:227, translation 254:
 of `transform_params`) or a .npy (T, 9); cut to the video, or its last pose repeated, as the original. Without
 --pose, the style clip's own pose when it is a 3DMM file with transform_params, else the original's frontal
 "no_move" pose.
-Image: a face crop at the renderer's size (256x256 for the released one; the same aspect ratio is resized).
-The original crops with a face detector; crop beforehand.
+Image: a face crop at the renderer's size (256x256 for the released one), as the original takes it, or any photo:
+its largest face is found and cropped as `data prepare` crops frames, and the frames are pasted back into the photo
+(--no_paste_back: the crops). A square photo without a face found is taken as a crop and resized.
 
 Checkpoints: converted folders (model.json) or training workdirs; the wrong kind, mismatched widths, missing
 files or NaNs exit with status 2 and a message naming the input.
@@ -102,6 +103,33 @@ def _stored(path: str, name: str, what: str):
     return stored.model_config, stored.spec
 
 
+def _dreamtalk_portrait(args, size: tuple[int, int]):
+    """(the renderer's input crop, a PasteBack into the photo or None). A photo of exactly the renderer's size is
+    a face crop, used as given (the original's input); any other photo has its largest face found and cropped as
+    prepare crops frames, and the frames go back into the photo unless --no_paste_back. A photo with no face found
+    but the renderer's aspect ratio is taken as a crop and resized (the original's other accepted input)."""
+    from mirrortalk_jax.data import media
+    from mirrortalk_jax.generate import inputs
+
+    photo = media.read_image(args.image, "--image", min_side=min(media.MIN_SIDE, *size))
+    h, w = size
+    if photo.shape[:2] == (h, w) or h != w:
+        return inputs.load_image(args.image, size, "--image"), None
+    from mirrortalk_jax.generate import paste_back
+    from mirrortalk_jax.generate.portrait import find_portrait
+
+    try:
+        found = find_portrait(photo, h, what=f"--image {args.image}")
+    except ValueError as e:
+        if photo.shape[0] == photo.shape[1]:
+            print(f"note: {e}; taking the square photo as a face crop")
+            return inputs.load_image(args.image, size, "--image"), None
+        raise ValueError(f"{e}; or give a face crop of the renderer's size {w}x{h}") from e
+    if found.note:
+        print(f"note: {found.note}")
+    return found.crop, None if args.no_paste_back else paste_back.PasteBack(photo, found.transform, h)
+
+
 def _generate_dreamtalk(args) -> int:
     from mirrortalk_jax.data import encoder_features, video
     from mirrortalk_jax.generate import inputs
@@ -121,7 +149,7 @@ def _generate_dreamtalk(args) -> int:
                          f"--denoiser {args.denoiser} makes {dims.motion_dim} + {inputs.POSE_DIM} pose: they do "
                          "not belong together")
     wav = encoder_features.read_audio(args.audio, "--audio")
-    image = inputs.load_image(args.image, tuple(renderer_config.get("image_size", (256, 256))), "--image")
+    image, paste = _dreamtalk_portrait(args, tuple(renderer_config.get("image_size", (256, 256))))
     style_clip = identity = None
     if args.style_clip:
         style_clip = inputs.load_style_clip(args.style_clip, dims.motion_dim, "--style_clip")
@@ -158,7 +186,11 @@ def _generate_dreamtalk(args) -> int:
     if args.save_motion:
         np.save(args.save_motion, coefficients)
     # Rendered batch by batch straight into the encoder: host memory holds one batch of frames, not the video.
-    video.write_mp4(target, iter_frames(renderer, image, coefficients, args.render_batch), FPS, audio=wav,
+    frames = iter_frames(renderer, image, coefficients, args.render_batch)
+    if paste is not None:
+        frames = (np.stack([paste(f) for f in batch]) for batch in frames)
+        image = paste.photo
+    video.write_mp4(target, frames, FPS, audio=wav,
                     sample_rate=encoder_features.SAMPLE_RATE)
     t, (h, w) = len(coefficients), image.shape[:2]
     print(f"wrote {target} ({t} frames, {w}x{h}, {t / FPS:.2f} s at {FPS:g} fps, "
@@ -217,9 +249,8 @@ def _generate(args) -> int:
         if not (args.audio_features or args.audio_encoder) or not (args.style_clip or args.style_predictor):
             raise ValueError("--model dreamtalk needs --audio_features or --audio_encoder, and --style_clip or "
                              "--style_predictor")
-        if args.generator or args.reference or args.batch or args.no_paste_back:
-            raise ValueError("--generator, --reference, --batch and --no_paste_back go with --model mirrortalk or "
-                             "mimictalk")
+        if args.generator or args.reference or args.batch:
+            raise ValueError("--generator, --reference and --batch go with --model mirrortalk or mimictalk")
         args.steps = args.steps or 10
         args.guidance = 1.0 if args.guidance is None else args.guidance
         return _generate_dreamtalk(args)
@@ -239,15 +270,15 @@ def add_parser(jobs) -> None:
     p.add_argument("--audio", help="speech (any audio/video file FFmpeg reads); the mp4's sound")
     p.add_argument("--reference", help="mirrortalk / mimictalk: a short video of the talking style to imitate")
     p.add_argument("--no_paste_back", action="store_true",
-                   help="mirrortalk / mimictalk: write the animated face crop instead of the whole photo")
+                   help="write the animated face crop instead of the whole photo")
     p.add_argument("--batch", help="mirrortalk / mimictalk: a JSONL file of jobs (image, audio, reference, out)")
     audio = p.add_mutually_exclusive_group()
     audio.add_argument("--audio_features", help="50 Hz feature rows of --audio: .npy (N, 1024) or a "
                                                 "`mirrortalk features` .npz")
     audio.add_argument("--audio_encoder", help="converted wav2vec2 (tools/convert_hf_audio.py) or Hugging Face "
                                                "folder: features computed here")
-    p.add_argument("--image", help="mirrortalk / mimictalk: any photo with a face; DreamTalk: a face crop (png/jpg) "
-                                   "at the renderer's size")
+    p.add_argument("--image", help="any photo with a face (DreamTalk: also a face crop at the renderer's size, "
+                                   "used as given)")
     style = p.add_mutually_exclusive_group()
     style.add_argument("--style_clip", help="reference style: 3DMM .mat/.npz (coeff) or .npy (frames, 64)")
     style.add_argument("--style_predictor", help="trained dreamtalk_style_predictor run (style from the audio)")
