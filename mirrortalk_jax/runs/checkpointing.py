@@ -1,8 +1,9 @@
 """Orbax checkpoints of a training run: train state + Grain iterator state + the config, resumable anywhere.
 
 Layout: WORKDIR/checkpoints/<step>/{state, data_iter, config}; `config` is JSON: {"config": the run's config,
-"motion_spec": its motion space, "parts": the configs of the parts it was built with}, enough to rebuild the
-model without the dataset or other runs (runs/loader.py). The state is restored against an abstract
+"motion_spec": its motion space, "parts": the configs of the parts it was built with, and for a real-face motion
+space "motion_basis": the dataset's fitted mesh basis}, enough to rebuild the model, and to project new faces into
+its motion space (generate/), without the dataset or other runs (runs/loader.py). The state is restored against an abstract
 tree whose leaves carry the *target* shardings, so a checkpoint written on one mesh restores onto another.
 
 The data iterator's state is one `data_iter/process_<i>-of-<n>.json` per process. A run resumed with a different
