@@ -1,6 +1,9 @@
-"""Shared fixtures: one tiny SynthTalk build per test session (a few seconds on one core)."""
+"""Shared fixtures: one tiny SynthTalk build per test session (a few seconds on one core), the converted tiny
+SyncNet fixture."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 # Tests see 8 CPU devices so sharding code runs on a real multi-device mesh; set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -23,3 +26,16 @@ def tiny_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def micro_dataset(tmp_path_factory):
     return builder.build(tmp_path_factory.mktemp("synthtalk_micro"), MICRO, num_workers=1)
+
+
+@pytest.fixture(scope="session")
+def syncnet_dir(tmp_path_factory):
+    """The tiny SyncNet fixture (the original's random weights), converted as a user converts syncnet_v2.model."""
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("convert_syncnet", root / "tools" / "convert_syncnet.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path_factory.mktemp("syncnet") / "syncnet"
+    assert tool.main(["--checkpoint", str(root / "tests" / "fixtures" / "syncnet" / "weights.safetensors"),
+                      "--out", str(out), "--config", "mirrortalk_jax/configs/released/syncnet.py:tiny"]) == 0
+    return out

@@ -12,6 +12,7 @@ from PIL import Image
 from mirrortalk_jax import cli, demo
 from mirrortalk_jax.data import video
 from mirrortalk_jax.evaluate import results_table, suite
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.sample import generators
 
 STAGES = ("motion_expert", "style_encoder", "mirrortalk", "regression", "style_judge", "dreamtalk_lip_expert", "dreamtalk",
@@ -152,7 +153,7 @@ def test_every_generator_behind_one_interface(demo_run, tiny_dataset):
     reference = generators.Reference.of_clips([c.motion for c in clips], 48, [c.audio for c in clips])
     assert reference.motion.shape == (2, 48, clips[0].motion.shape[1]) and reference.mask.shape == (2, 48)
     for name in ("mirrortalk", "dreamtalk", "mimictalk_a2m", "regression"):
-        generator = generators.load(runs / name)
+        generator = loader.load_generator(runs / name)
         assert isinstance(generator, generators.MotionGenerator) and generator.audio_feature == "log_mel"
         sampling = {"num_steps": 2} if "num_steps" in generator.accepts else {}
         out = generator.generate(audio, reference, jax.random.key(0), **sampling)
@@ -163,7 +164,7 @@ def test_every_generator_behind_one_interface(demo_run, tiny_dataset):
         sampler = generators.eval_sampler(generator.config.model.name)
         assert (sampler is None) == (name == "regression"), name
     with pytest.raises(ValueError, match="reads guidance \\['style'\\]; got \\['lower'\\]"):
-        generators.load(runs / "dreamtalk").generate(audio, reference, jax.random.key(0),
+        loader.load_generator(runs / "dreamtalk").generate(audio, reference, jax.random.key(0),
                                                      guidance={"lower": 2.0})
 
 

@@ -177,21 +177,6 @@ def test_the_command_prepares_and_says_why_nothing_came_out(good_video, tmp_path
     assert report["dataset"] is None and report["entries"][0]["status"] == "rejected"
 
 
-@pytest.fixture(scope="module")
-def syncnet_dir(tmp_path_factory):
-    """The tiny SyncNet fixture (the original's random weights), converted as a user converts syncnet_v2.model."""
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("convert_syncnet", root / "tools" / "convert_syncnet.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    out = tmp_path_factory.mktemp("syncnet") / "syncnet"
-    assert tool.main(["--checkpoint", str(root / "tests" / "fixtures" / "syncnet" / "weights.safetensors"),
-                      "--out", str(out), "--config", "mirrortalk_jax/configs/released/syncnet.py:tiny"]) == 0
-    return out
-
-
 def test_sync_model_scores_clips_and_drops_those_below_the_threshold(good_video, syncnet_dir, tmp_path, capsys):
     out = tmp_path / "synced"
     assert cli.main(["data", "prepare", str(good_video), "--out", str(out), "--image_size", "96",

@@ -24,6 +24,7 @@ import numpy as np
 
 from mirrortalk_jax.data.synthtalk import face, raster
 from mirrortalk_jax.evaluate import landmarks, preview, sync
+from mirrortalk_jax.sample import frames as frames_lib
 
 
 class Faces(Protocol):
@@ -63,11 +64,9 @@ class RenderedFaces:
         self._real: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}  # clip id -> real landmarks, portrait id
 
     def frames(self, motion, clip, image_size):
-        from mirrortalk_jax.generate import render
-
         if clip.frames is None:
             raise ValueError(f"clip {clip.clip_id} has no frames: a renderer needs the clip's first frame")
-        return render.render_clip(self.renderer, clip.frames[0], clip.motion[0], motion, batch_size=self.batch_size)
+        return frames_lib.render_clip(self.renderer, clip.frames[0], clip.motion[0], motion, batch_size=self.batch_size)
 
     def _real_side(self, clip) -> tuple[np.ndarray, np.ndarray | None]:
         if clip.clip_id not in self._real:

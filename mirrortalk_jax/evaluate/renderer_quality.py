@@ -28,7 +28,7 @@ import numpy as np
 from mirrortalk_jax.data import schema
 from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import image_quality, landmark_detectors
-from mirrortalk_jax.generate import render
+from mirrortalk_jax.sample import frames as frames_lib
 
 PerceptualDistance = Callable[[jax.Array, jax.Array], jax.Array]  # (B, H, W, 3) x2 in [-1, 1] -> (B,)
 
@@ -74,8 +74,8 @@ def evaluate(renderer, source: ClipSource, settings: Settings = Settings(), *,
         if stop < 2:
             continue
         real = schema.decode_frames(record["frames"][:stop])
-        fake = render.render_clip(renderer, real[0], motion[0], motion, start=1, stop=stop,
-                                  batch_size=settings.batch_size)
+        fake = frames_lib.render_clip(renderer, real[0], motion[0], motion, start=1, stop=stop,
+                                      batch_size=settings.batch_size)
         real = real[1:]
         per_clip["ssim"].append(image_quality.mean_ssim(fake, real, data_range=255, channel_axis=-1))
         per_clip["psnr"].append(float(np.mean(np.minimum(np.asarray(image_quality.psnr(real, fake, 255)), 100.0))))

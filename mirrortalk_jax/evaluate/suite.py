@@ -36,6 +36,7 @@ from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.evaluate import fid as fid_lib
 from mirrortalk_jax.evaluate import faces as faces_lib
 from mirrortalk_jax.evaluate import image_quality, motion_error, preview, style_similarity, sync
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.sample import baselines, generators
 
 
@@ -187,7 +188,7 @@ def nearest_neighbour(dataset_dir: str | os.PathLike, audio_feature: str, train_
 def generator(run_dir: str | os.PathLike, settings: Settings, *, control: bool = False) -> Method:
     """The method of any trained generator run (MirrorTalk and its ablations, DreamTalk, ICS-A2M, the audio-only
     regression), chosen by its config's model.name (sample/generators.py)."""
-    return method(generators.load(run_dir, what="run"), settings, control=control)
+    return method(loader.load_generator(run_dir, what="run"), settings, control=control)
 
 
 # ----- Scoring -----

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from mirrortalk_jax.export.artifact import DEFAULT_PLATFORMS, ExportSpec, TensorSpec, export_model
 from mirrortalk_jax.export.runtime import BATCH
+from mirrortalk_jax.runs import loader
 from mirrortalk_jax.sample import generators
 from mirrortalk_jax.sample import mimictalk as a2m_sampling
 from mirrortalk_jax.sample import mirrortalk as mirrortalk_sampling
@@ -73,7 +74,7 @@ def generator_spec(generator: generators.TrainedGenerator, audio_width: int, win
 def export_generator(run: str | os.PathLike, out_dir: str | os.PathLike, *, window: int | None = None,
                      platforms: Sequence[str] = DEFAULT_PLATFORMS) -> Path:
     """Exports a trained MirrorTalk or ICS-A2M run (window: frames per call, default its training window)."""
-    generator = generators.load(run, what="--checkpoint")
+    generator = loader.load_generator(run, what="--checkpoint")
     if generator.name not in APPLY:
         raise ValueError(f"--checkpoint {run} holds a {generator.name!r} model; exportable generators: "
                          f"{sorted(APPLY)}")

@@ -1,13 +1,10 @@
-"""Frames from a portrait and motion, batch by batch, with any renderer of the renderer interface
-(models/renderer: `driving` + `render_frames`), and DreamTalk's own demo path through its PIRenderer.
+"""DreamTalk's demo path: frames from a portrait and per-frame coefficients with its PIRenderer, batch by batch
+(any renderer of the renderer interface: sample/frames.py).
 
-    for frames in render_batches(renderer, portrait, portrait_motion, motion):   # (<= batch, H, W, 3) uint8
-    frames = iter_frames(pirenderer, image, coefficients)                        # DreamTalk's demo, exactly
+    frames = iter_frames(pirenderer, image, coefficients)      # DreamTalk's demo, exactly
 
-Both keep one fixed batch shape (the last batch padded), so one program is compiled whatever the clip length,
-and device and host memory hold one batch of frames at a time.
-
-DreamTalk's path is the original demo (generators/utils.py render_video): the portrait goes to [-1, 1] as torchvision's
+It keeps one fixed batch shape (the last batch padded), so one program is compiled whatever the clip length,
+and device and host memory hold one batch of frames at a time. It is the original demo (generators/utils.py render_video): the portrait goes to [-1, 1] as torchvision's
 ToTensor + Normalize(0.5, 0.5), every frame reads the 27-frame window of coefficients around it (clamped at the
 clip ends), and outputs become uint8 as clamp(-1, 1), then (x + 1) / 2 * 255 truncated. Batches have one fixed
 size (the last is padded), so one program is compiled whatever the clip length, and device memory holds one
@@ -22,48 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax import nnx
-
 from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 from mirrortalk_jax.sample import compiled
-
-
-def to_uint8(images: jax.Array | np.ndarray) -> np.ndarray:
-    """Renderer output in [-1, 1] -> uint8 (clipped, rounded)."""
-    return np.asarray(jnp.round((jnp.clip(images, -1.0, 1.0) + 1.0) * 127.5)).astype(np.uint8)
-
-
-def _render_interface(renderer, source_image, source_motion, driving):
-    return renderer.render_frames(source_image, source_motion, driving)
-
-
-def render_batches(renderer, portrait: np.ndarray, portrait_motion: np.ndarray, motion: np.ndarray, *,
-                   start: int = 0, stop: int | None = None, batch_size: int = 16) -> Iterator[np.ndarray]:
-    """Frames start..stop-1 of a clip rendered from one portrait, yielded in order as (<= batch_size, H, W, 3) uint8.
-
-    portrait (H, W, 3) uint8, portrait_motion (D,), motion (T, D). A renderer module is compiled once per
-    structure and batch shape; a plain object (evaluate/renderer_quality.PortraitCopy) runs eagerly.
-    """
-    stop = len(motion) if stop is None else stop
-    image = jnp.asarray(portrait, jnp.float32) / 127.5 - 1.0
-    sources = jnp.broadcast_to(image, (batch_size, *image.shape))
-    source_motion = jnp.broadcast_to(jnp.asarray(portrait_motion, jnp.float32), (batch_size, motion.shape[1]))
-    run = (compiled.bind(_render_interface, renderer) if isinstance(renderer, nnx.Module)
-           else renderer.render_frames)
-    for first in range(start, stop, batch_size):
-        last = min(first + batch_size, stop)
-        driving = renderer.driving(motion, first, last)
-        pad = batch_size - (last - first)
-        if pad:
-            driving = jnp.concatenate([driving, jnp.repeat(driving[-1:], pad, axis=0)])
-        yield to_uint8(run(sources, source_motion, driving)[:last - first])
-
-
-def render_clip(renderer, portrait: np.ndarray, portrait_motion: np.ndarray, motion: np.ndarray, *,
-                start: int = 0, stop: int | None = None, batch_size: int = 16) -> np.ndarray:
-    """All frames of `render_batches` as one (n, H, W, 3) uint8 array."""
-    return np.concatenate(list(render_batches(renderer, portrait, portrait_motion, motion, start=start, stop=stop,
-                                              batch_size=batch_size)))
 
 
 def image_to_model(image: np.ndarray) -> np.ndarray:

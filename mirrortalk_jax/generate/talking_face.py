@@ -36,10 +36,11 @@ from tqdm import tqdm
 
 from mirrortalk_jax.data import audio_features, media, schema, video
 from mirrortalk_jax.data.prepare.motion_space import MeshBasis
-from mirrortalk_jax.generate import paste_back, render
+from mirrortalk_jax.generate import paste_back
 from mirrortalk_jax.generate.portrait import Portrait, find_portrait
 from mirrortalk_jax.generate.reference import ReferenceClip, reference_clip
 from mirrortalk_jax.runs import loader
+from mirrortalk_jax.sample import frames as frames_lib
 from mirrortalk_jax.sample import generators
 
 FPS = schema.FPS
@@ -88,7 +89,7 @@ class TalkingFace:
                              f"{None if ren_spec is None else (ren_spec.name, ren_spec.dim)}; --generator "
                              f"{generator_path} makes {(gen_spec.name, gen_spec.dim)}: train the renderer on the "
                              "generator's dataset")
-        generator = generators.load(generator_path, expect=expect, what="--generator")
+        generator = loader.load_generator(generator_path, expect=expect, what="--generator")
         renderer = loader.load_model(renderer_path, what="--renderer").model
         if not hasattr(renderer, "render_frames"):
             raise ValueError(f"--renderer {renderer_path} holds a {type(renderer).__name__}, not a renderer")
@@ -130,7 +131,7 @@ class TalkingFace:
                paste: bool = True) -> Iterator[np.ndarray]:
         """(n, H, W, 3) uint8 batches: the photo with the animated face pasted back (or the crops)."""
         paster = paste_back.PasteBack(portrait.photo, portrait.transform, self.image_size) if paste else None
-        for crops in render.render_batches(self.renderer, portrait.crop, portrait.motion, motion,
+        for crops in frames_lib.render_batches(self.renderer, portrait.crop, portrait.motion, motion,
                                            batch_size=batch_size):
             yield np.stack([paster(c) for c in crops]) if paster is not None else crops
 
@@ -160,7 +161,7 @@ class TalkingFace:
         index = 0
 
         def rendered(motion: np.ndarray) -> Iterator[np.ndarray]:
-            for crops in render.render_batches(self.renderer, portrait.crop, portrait.motion, motion,
+            for crops in frames_lib.render_batches(self.renderer, portrait.crop, portrait.motion, motion,
                                                batch_size=batch_size):
                 yield np.stack([paster(c) for c in crops]) if paster is not None else crops
 

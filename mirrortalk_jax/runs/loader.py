@@ -222,3 +222,16 @@ def _restore_trained(found: StoredModel, build: Callable[[], nnx.Module], use_em
         ckpt.close()
     chosen = fields["ema_params"] if use_ema and fields["ema_params"] is not None else fields["params"]
     return nnx.merge(graphdef, chosen, fields["model_state"])
+
+
+def load_generator(path: str | os.PathLike, *, expect: str | None = None, what: str = "generator"):
+    """The motion generator (sample/generators.py) of a trained run or converted checkpoint, chosen by its model
+    name; refused, naming `what`, when the model does not generate motion."""
+    from mirrortalk_jax.sample import generators
+
+    name = stored_model(path, expect=expect, what=what).model_config.name
+    if name not in generators.TRAINED:
+        raise ValueError(f"{what} {path}: model {name!r} does not generate motion; generators: "
+                         f"{sorted(generators.TRAINED)}")
+    run = load_model(path, expect=name, what=what)
+    return generators.TRAINED[name](run.model, run.config, run.spec)

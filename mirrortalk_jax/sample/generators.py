@@ -1,6 +1,6 @@
 """One interface for every motion generator: frame-aligned audio + a style reference -> motion.
 
-    generator = generators.load("runs/mirrortalk")                      # any trained generator run
+    generator = runs.loader.load_generator("runs/mirrortalk")           # any trained generator run
     motion = generator.generate(audio, reference, rng, num_steps=20)    # (B, T, D) numpy, any T
     sampler = generators.eval_sampler("mirrortalk")                     # traceable, for the trainer
 
@@ -28,7 +28,6 @@ when chunked.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -39,7 +38,6 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.runs import loader
 from mirrortalk_jax.sample import compiled
 from mirrortalk_jax.sample import diffusion as samplers
 from mirrortalk_jax.sample import dreamtalk as dreamtalk_sampling
@@ -230,15 +228,6 @@ def _regress(model, audio):
 
 TRAINED: dict[str, type[TrainedGenerator]] = {
     cls.name: cls for cls in (MirrorTalkGenerator, DreamTalkGenerator, IcsA2MGenerator, RegressionGenerator)}
-
-
-def load(path: str | os.PathLike, *, expect: str | None = None, what: str = "generator") -> TrainedGenerator:
-    """The generator of a trained run or converted checkpoint, chosen by its model name (see TRAINED)."""
-    name = loader.stored_model(path, expect=expect, what=what).model_config.name
-    if name not in TRAINED:
-        raise ValueError(f"{what} {path}: model {name!r} does not generate motion; generators: {sorted(TRAINED)}")
-    run = loader.load_model(path, expect=name, what=what)
-    return TRAINED[name](run.model, run.config, run.spec)
 
 
 def eval_sampler(model_name: str) -> EvalSampler | None:
