@@ -121,31 +121,51 @@ class TalkingFace:
 
     def motion(self, wav: np.ndarray, reference: generators.Reference, *, seed: int = 0,
                **sampling: Any) -> np.ndarray:
-        """(T, D) motion for the whole speech, in constant memory (chunked, see sample/generators.py)."""
+        """(T, D) motion for the whole speech, in memory independent of its length: generators that chunk long
+        audio themselves (MirrorTalk's inpainted chunks, DreamTalk's per-frame windows) get it whole, the others
+        (ICS-A2M) window by window through `motion_chunks`."""
         audio = self.features(wav)
         if not len(audio):
             raise ValueError(f"{len(wav) / SAMPLE_RATE:.3f} s of audio is shorter than one video frame")
-        return self.generator.generate(audio[None], reference, jax.random.key(seed), **sampling)[0]
+        if "chunk_frames" in self.generator.accepts:
+            return self.generator.generate(audio[None], reference, jax.random.key(seed), **sampling)[0]
+        return np.concatenate(list(self.motion_chunks(reference, [wav], seed=seed, **sampling)))
+
+    def _render(self, portrait: Portrait, motion: np.ndarray, batch_size: int,
+                paster: paste_back.PasteBack | None) -> Iterator[np.ndarray]:
+        for crops in frames_lib.render_batches(self.renderer, portrait.crop, portrait.motion, motion,
+                                               batch_size=batch_size):
+            yield np.stack([paster(c) for c in crops]) if paster is not None else crops
+
+    def _paster(self, portrait: Portrait, paste: bool) -> paste_back.PasteBack | None:
+        return paste_back.PasteBack(portrait.photo, portrait.transform, self.image_size) if paste else None
 
     def frames(self, portrait: Portrait, motion: np.ndarray, *, batch_size: int = 16,
                paste: bool = True) -> Iterator[np.ndarray]:
         """(n, H, W, 3) uint8 batches: the photo with the animated face pasted back (or the crops)."""
-        paster = paste_back.PasteBack(portrait.photo, portrait.transform, self.image_size) if paste else None
-        for crops in frames_lib.render_batches(self.renderer, portrait.crop, portrait.motion, motion,
-                                           batch_size=batch_size):
-            yield np.stack([paster(c) for c in crops]) if paster is not None else crops
+        return self._render(portrait, motion, batch_size, self._paster(portrait, paste))
 
     def stream(self, portrait: Portrait, reference: generators.Reference, audio_chunks: Iterable[np.ndarray], *,
                chunk_frames: int = 0, overlap_frames: int = 8, seed: int = 0, paste: bool = True,
                batch_size: int = 8, **sampling: Any) -> Iterator[np.ndarray]:
-        """Frames as speech arrives: audio chunks (any sizes, 16 kHz) in, (n, H, W, 3) uint8 batches out.
+        """Frames as speech arrives: audio chunks (any sizes, 16 kHz) in, (n, H, W, 3) uint8 batches out, each
+        motion chunk of `motion_chunks` rendered and yielded as soon as it is generated. Latency: one chunk of
+        speech plus its generation and rendering; memory: one chunk."""
+        paster = self._paster(portrait, paste)
+        for motion in self.motion_chunks(reference, audio_chunks, chunk_frames=chunk_frames,
+                                         overlap_frames=overlap_frames, seed=seed, **sampling):
+            yield from self._render(portrait, motion, batch_size, paster)
+
+    def motion_chunks(self, reference: generators.Reference, audio_chunks: Iterable[np.ndarray], *,
+                      chunk_frames: int = 0, overlap_frames: int = 8, seed: int = 0,
+                      **sampling: Any) -> Iterator[np.ndarray]:
+        """Motion as speech arrives: audio chunks (any sizes, 16 kHz) in, (n, D) motion pieces out, in order.
 
         Every `chunk_frames` frames of speech (default: the generator's training window less the overlap) become
-        one motion chunk, generated on its audio plus the `overlap_frames` frames before it; those frames, held back
-        from the previous chunk, are cross-faded between the two, so chunks join without a jump. A chunk's frames are
-        rendered and yielded as soon as it is generated. Latency: one chunk of speech plus its generation and
-        rendering; memory: one chunk. A chunk's features are computed with a margin of earlier audio, so they
-        equal the whole-file features away from the very start.
+        one motion chunk, generated on its audio plus the `overlap_frames` frames before it; those frames, held
+        back from the previous chunk, are cross-faded between the two, so chunks join without a jump. A chunk's
+        features are computed with a margin of earlier audio, so they equal the whole-file features away from the
+        very start.
         """
         # Default: a chunk plus its overlap fill the generator's training window (one window per chunk).
         window = self.generator.window_frames or 64
@@ -155,17 +175,11 @@ class TalkingFace:
         keep = (overlap_frames + 8) * SAMPLES_PER_FRAME  # audio kept for the next chunk: overlap + a margin
         pending = np.zeros(0, np.float32)  # audio not yet turned into motion
         history = np.zeros(0, np.float32)  # the end of the audio already used
-        held = np.zeros((0, 0), np.float32)  # the previous chunk's last frames of motion, not yet rendered
+        held = np.zeros((0, 0), np.float32)  # the previous chunk's last frames of motion, not yet given out
         key = jax.random.key(seed)
-        paster = paste_back.PasteBack(portrait.photo, portrait.transform, self.image_size) if paste else None
         index = 0
 
-        def rendered(motion: np.ndarray) -> Iterator[np.ndarray]:
-            for crops in frames_lib.render_batches(self.renderer, portrait.crop, portrait.motion, motion,
-                                               batch_size=batch_size):
-                yield np.stack([paster(c) for c in crops]) if paster is not None else crops
-
-        def next_chunk(audio: np.ndarray, new_frames: int, final: bool) -> Iterator[np.ndarray]:
+        def next_chunk(audio: np.ndarray, new_frames: int, final: bool) -> np.ndarray:
             nonlocal held, history, index
             context = np.concatenate([history, audio])
             lead = len(history) // SAMPLES_PER_FRAME  # frames of context before the new ones
@@ -180,7 +194,7 @@ class TalkingFace:
             held = motion[len(motion) - hold:]
             history = context[-keep:]
             index += 1
-            yield from rendered(motion[:len(motion) - hold])
+            return motion[:len(motion) - hold]
 
         for piece in audio_chunks:
             piece = np.asarray(piece, np.float32).reshape(-1)
@@ -189,12 +203,12 @@ class TalkingFace:
             pending = np.concatenate([pending, piece])
             while len(pending) >= chunk * SAMPLES_PER_FRAME:
                 audio, pending = pending[:chunk * SAMPLES_PER_FRAME], pending[chunk * SAMPLES_PER_FRAME:]
-                yield from next_chunk(audio, chunk, final=False)
+                yield next_chunk(audio, chunk, final=False)
         rest = len(pending) // SAMPLES_PER_FRAME
         if rest:
-            yield from next_chunk(pending[:rest * SAMPLES_PER_FRAME], rest, final=True)
+            yield next_chunk(pending[:rest * SAMPLES_PER_FRAME], rest, final=True)
         elif len(held):
-            yield from rendered(held)
+            yield held
 
     # ----- Files -----
 

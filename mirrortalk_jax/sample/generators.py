@@ -149,12 +149,23 @@ class MirrorTalkGenerator(TrainedGenerator):
         return np.array(out, np.float32)  # a writable copy
 
 
+def _overrides(sampling: Mapping[str, Any], steps_key: str) -> dict[str, Any]:
+    """The common settings a caller gave, under the sampler's own names: num_steps -> `steps_key`, guidance's
+    style scale -> guidance_scale (absent ones keep the run's values)."""
+    out: dict[str, Any] = {}
+    if sampling.get("num_steps"):
+        out[steps_key] = int(sampling["num_steps"])
+    if sampling.get("guidance"):
+        out["guidance_scale"] = float(sampling["guidance"]["style"])
+    return out
+
+
 class DreamTalkGenerator(TrainedGenerator):
     """DreamTalk's DDIM, every frame denoised from its own audio window (so any length in one pass); frames
     outside a clip read the features' mean, the zero rows the original sees there."""
 
     name = "dreamtalk"
-    accepts = frozenset({"num_steps", "chunk_frames", "overlap_frames", "guidance"})
+    accepts = frozenset({"num_steps", "chunk_frames", "guidance"})  # chunks need no overlap: windows are per frame
     guidance_keys = frozenset({"style"})
     sample_for_eval = staticmethod(dreamtalk_sampling.generate_for_eval)
 
@@ -166,13 +177,9 @@ class DreamTalkGenerator(TrainedGenerator):
             audio = np.where(np.asarray(frame_mask)[..., None], audio, np.float32(model.audio_mean))
         b, t = audio.shape[:2]
         rows = audio.reshape(b, t * model.audio_stride, -1)
-        settings = {}
-        if sampling.get("num_steps"):
-            settings["num_steps"] = int(sampling["num_steps"])
+        settings = _overrides(sampling, "num_steps")
         if sampling.get("chunk_frames"):
             settings["chunk_frames"] = int(sampling["chunk_frames"])
-        if sampling.get("guidance"):
-            settings["guidance_scale"] = float(sampling["guidance"]["style"])
         out = dreamtalk_sampling.sample_model(model, jnp.asarray(rows), jnp.asarray(reference.motion, jnp.float32),
                                               jnp.asarray(reference.mask), rng, **settings)
         return np.array(out, np.float32)  # a writable copy
@@ -184,7 +191,7 @@ class IcsA2MGenerator(TrainedGenerator):
     clip's end are masked out of attention, so padding a batch changes nothing."""
 
     name = "mimictalk_a2m"
-    accepts = frozenset({"num_steps", "chunk_frames", "overlap_frames", "guidance"})
+    accepts = frozenset({"num_steps", "guidance"})  # one pass over the whole clip (TalkingFace.stream chunks it)
     guidance_keys = frozenset({"style"})
     sample_for_eval = staticmethod(a2m_sampling.generate_for_eval)
 
@@ -198,11 +205,7 @@ class IcsA2MGenerator(TrainedGenerator):
                         if reference.audio is None else np.asarray(reference.audio, np.float32))
         frame_mask = np.ones((b, t), bool) if frame_mask is None else np.asarray(frame_mask, bool)
         audio = np.where(frame_mask[..., None], audio, np.float32(model.audio_mean))  # as a shorter clip's zeros
-        settings = dict(model.eval_sampling)
-        if sampling.get("num_steps"):
-            settings["steps"] = int(sampling["num_steps"])
-        if sampling.get("guidance"):
-            settings["guidance_scale"] = float(sampling["guidance"]["style"])
+        settings = {**dict(model.eval_sampling), **_overrides(sampling, "steps")}
         rate = model.audio_rate
         out = a2m_sampling.generate(
             model, jnp.asarray(audio.reshape(b, t * rate, -1)), rng,
