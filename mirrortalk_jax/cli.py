@@ -8,6 +8,7 @@
         [--pose F] --out OUT.mp4
     mirrortalk generate --model mirrortalk|mimictalk --generator RUN --renderer RUN --image PHOTO --audio WAV
         --reference STYLE.mp4 --out OUT.mp4
+    mirrortalk personalize --renderer RUN --video PERSON.mp4 --out DIR [--steps N] [--rank R] [--seconds S]
     mirrortalk serve --model NAME=RUN --renderer RUN        (the web demo; the `demo` extra)
 
 `mirrortalk --help` lists every job. Training has its own Flax-examples-style entry point:
@@ -22,7 +23,8 @@ import logging
 import sys
 
 # Each module defines add_parser(subparsers) and sets `func` on its parsers; heavy imports stay inside the jobs.
-COMMANDS = ("data", "demo", "evaluate", "evaluate_renderers", "generate", "export", "features", "serve")
+COMMANDS = ("data", "demo", "evaluate", "evaluate_renderers", "generate", "export", "features", "personalize",
+            "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,6 +85,22 @@ def test_both_generators_animate_an_uncropped_photo_and_paste_it_back(material, 
     assert video.read_mp4(crop).frames.shape == (50, SIZE, SIZE, 3)
 
 
+def test_one_short_video_personalizes_the_renderer_and_is_the_style_reference(material, tmp_path, capsys):
+    """MimicTalk's use: the person's video adapts the renderer (`mirrortalk personalize`) and is the talking-style
+    reference of the generator; the personalized renderer is a drop-in --renderer."""
+    root, files, runs = material
+    out = tmp_path / "her"
+    assert cli.main(["personalize", "--renderer", str(runs["renderer"]), "--video", str(files["reference"]),
+                     "--out", str(out), "--steps", "2", "--tail_seconds", "0.8", "--eval_every", "2"]) == 0
+    capsys.readouterr()
+    video_out = tmp_path / "personal.mp4"
+    assert cli.main(["generate", "--model", "mirrortalk", "--generator", str(runs["mirrortalk"]), "--renderer",
+                     str(out / "renderer"), "--image", str(files["photo"]), "--audio", str(files["speech"]),
+                     "--reference", str(files["reference"]), "--steps", "2", "--out", str(video_out)]) == 0
+    assert f"wrote {video_out} (50 frames, 512x512" in capsys.readouterr().out
+    assert video.read_mp4(video_out).frames.shape == (50, 512, 512, 3)
+
+
 def test_pose_and_eyes_are_generated_not_copied(material):
     """Every channel of the motion space comes from the generator: the pose and eyelid channels move, and are not
     the reference clip's (which is 3.2 s of another sentence)."""

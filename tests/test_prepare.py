@@ -305,3 +305,43 @@ def test_renderers_train_and_score_on_a_prepared_real_clip(prepared, tmp_path):
     # The real frames roll the head: the unmoved portrait is tracked in every frame and its landmarks are off.
     assert copy["landmark_frames"] == 1.0 and copy["f_lmd"] > 0.5
     assert 0.0 < copy["ssim"] < 1.0
+
+
+class _Oracle:
+    """The renderer interface drawing, for each driving motion, the clip's real frame of that motion."""
+
+    def __init__(self, frames: np.ndarray, motion: np.ndarray):
+        self.frames, self.motion = frames, motion
+
+    def driving(self, motion, start=0, stop=None):
+        return np.asarray(motion)[start:stop]
+
+    def render_frames(self, source_image, source_motion, driving):
+        index = np.argmin(np.abs(np.asarray(driving)[:, None] - self.motion[None]).sum(-1), axis=1)
+        return self.frames[index].astype(np.float32) / 127.5 - 1.0
+
+
+def test_renderer_scores_include_identity_re_tracked_expression_and_pose_and_fid(prepared):
+    """CSIM, AED / APD (motion re-tracked from rendered and real frames with the dataset's basis) and FID: zero
+    distance for the real frames themselves, a pose error for the unmoved portrait of a rolling head."""
+    from mirrortalk_jax.data import schema
+    from mirrortalk_jax.data.faces.identity import IdentityEmbedder
+    from mirrortalk_jax.data.prepare import motion_space
+    from mirrortalk_jax.data.sources import ClipSource
+    from mirrortalk_jax.evaluate import fid, landmark_detectors, renderer_quality
+
+    source = ClipSource(prepared[0], "train")
+    record = source[0]
+    oracle = _Oracle(schema.decode_frames(record["frames"]), np.asarray(record["motion"], np.float32))
+    basis = motion_space.MeshBasis.from_json(source.info.metadata["motion_basis"])
+    settings = renderer_quality.Settings(max_clips=1, max_frames=10, batch_size=8, identity_stride=3)
+    with landmark_detectors.MeshLandmarkDetector() as detector:
+        scores = {name: renderer_quality.evaluate(r, source, settings, detector=detector, identity=IdentityEmbedder(),
+                                                  basis=basis, fid_features=fid.PixelProjection())
+                  for name, r in (("real", oracle), ("copy", renderer_quality.PortraitCopy()))}
+        with pytest.raises(ValueError, match="need a landmark detector"):
+            renderer_quality.evaluate(oracle, source, settings, basis=basis)
+    real, copy = scores["real"], scores["copy"]
+    assert real["csim"] == pytest.approx(1.0, abs=1e-5) and real["aed"] == real["apd"] == 0.0
+    assert real["fid"] == pytest.approx(0.0, abs=1e-6) and real["psnr"] == 100.0
+    assert copy["apd"] > 0.01 and copy["aed"] > 0.0 and copy["fid"] > 1e-4 and 0.9 < copy["csim"] < 1.0

@@ -98,24 +98,37 @@ class MeshLandmarkDetector:
         self.min_side = int(min_side)
         self._marker = FaceLandmarker(num_faces=1, video=False, min_confidence=min_confidence)
 
-    def _frame(self, frame: np.ndarray) -> np.ndarray:
+    def _observe(self, frame: np.ndarray):
+        """(the largest face's observation or None, the upscale factor applied)."""
         from PIL import Image
-
-        from mirrortalk_jax.data.faces import layout
 
         h, w = frame.shape[:2]
         scale = max(1.0, self.min_side / min(h, w))
         if scale > 1.0:
             frame = np.asarray(Image.fromarray(frame).resize((round(w * scale), round(h * scale)), Image.BICUBIC))
         faces = self._marker.detect(frame)
-        if not faces:
-            return np.full((landmarks.NUM_LANDMARKS, 2), np.nan)
-        return layout.dlib68(faces[0].mesh)[:, :2].astype(np.float64) / scale
+        return (faces[0] if faces else None), scale
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return self.track(frames)[0]
+
+    def track(self, frames: np.ndarray, basis=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(T, 68, 2) dlib-68 points in frame pixels and, with a fitted `basis` (data/prepare/motion_space.py),
+        (T, D) motion in its space from the same detections (re-tracked motion, for AED / APD); NaN where no
+        face was found."""
+        from mirrortalk_jax.data.faces import layout
+
         frames = _check_frames(frames, "frames")
-        return np.stack([self._frame(np.ascontiguousarray(f)) for f in frames]) if len(frames) else \
-            np.zeros((0, landmarks.NUM_LANDMARKS, 2))
+        points = np.full((len(frames), landmarks.NUM_LANDMARKS, 2), np.nan)
+        motion = None if basis is None else np.full((len(frames), basis.spec.dim), np.nan, np.float32)
+        for t, frame in enumerate(frames):
+            face, scale = self._observe(np.ascontiguousarray(frame))
+            if face is None:
+                continue
+            points[t] = layout.dlib68(face.mesh)[:, :2].astype(np.float64) / scale
+            if basis is not None:
+                motion[t] = basis.motion(face.mesh[None] / scale, face.pose_matrix[None])[0]
+        return points, motion
 
     def close(self) -> None:
         self._marker.close()

@@ -29,20 +29,26 @@ from mirrortalk_jax.export.artifact import (
 )
 
 
-def pirenderer_spec(config: ml_collections.ConfigDict, image_size: tuple[int, int]) -> ExportSpec:
-    """PIRenderer (DreamTalk's renderer): portrait + per-frame 27-frame motion windows -> rendered frames."""
+def pirenderer_spec(config: ml_collections.ConfigDict, image_size: tuple[int, int],
+                    spec: MotionSpec | None = None) -> ExportSpec:
+    """PIRenderer (DreamTalk's renderer): portrait + per-frame 27-frame motion windows -> rendered frames.
+    A PIRenderer trained on a dataset's motion space (coeff_nc 0 in its config) reads that space's width."""
     from mirrortalk_jax.models.pirenderer import renderer as pirenderer
 
+    coeff_nc = config.coeff_nc or (spec.dim if spec is not None else 0)
+    if coeff_nc <= 0:
+        raise ValueError("exporting a PIRenderer of a dataset's motion space needs that space (its run records it)")
     h, w = image_size
     window = 2 * pirenderer.SEMANTIC_RADIUS + 1
     image = (BATCH, h, w, config.image_nc)
     return ExportSpec(
         inputs=(TensorSpec("source_image", image, description=(
                     "the portrait, RGB in [-1, 1] (uint8 / 127.5 - 1), one copy per frame")),
-                TensorSpec("driving_source", (BATCH, window, config.coeff_nc), description=(
+                TensorSpec("driving_source", (BATCH, window, coeff_nc), description=(
                     f"per frame, the motion of frames i-{pirenderer.SEMANTIC_RADIUS}..i+{pirenderer.SEMANTIC_RADIUS}"
-                    " (clamped at the clip ends) x coefficients: 64 BFM expression, 3 angles, 3 translation, "
-                    "3 crop (s, tx, ty)"))),
+                    " (clamped at the clip ends) x " + (
+                        "coefficients: 64 BFM expression, 3 angles, 3 translation, 3 crop (s, tx, ty)"
+                        if config.coeff_nc else f"the {spec.name!r} motion channels {list(spec.channels)}")))),
         outputs=(TensorSpec("fake_image", image, description="the rendered frames, RGB in [-1, 1] (tanh)"),),
         apply=lambda model, source_image, driving_source: {"fake_image": model.render(source_image, driving_source)},
         conventions={
@@ -83,10 +89,32 @@ def motion_renderer_spec(config: ml_collections.ConfigDict, image_size: tuple[in
         })
 
 
+def personalized_spec(config: ml_collections.ConfigDict, image_size: tuple[int, int],
+                      spec: MotionSpec | None = None) -> ExportSpec:
+    """A personalized renderer (models/renderer/personalized.py, LoRA merged): its base renderer's interface.
+    With a static appearance the portrait inputs are still taken, so one runtime serves both, but ignored: the
+    person's optimised appearance is drawn."""
+    import dataclasses
+
+    base = SPECS[config.renderer_model.name](config.renderer_model, image_size, spec)
+    names = [t.name for t in base.inputs]
+    output = base.outputs[0].name
+
+    def apply(model, *inputs):
+        given = dict(zip(names, inputs))
+        driving = inputs[-1]
+        return {output: model.render_frames(given["source_image"], given.get("source_motion"), driving)}
+
+    note = ("the person's optimised appearance is drawn; source inputs are ignored" if config.static else
+            "a one-shot renderer with person-adapted weights")
+    return dataclasses.replace(base, apply=apply, conventions={**base.conventions, "personalized": note})
+
+
 # Registry model name -> its export interface.
 SPECS: dict[str, Callable[..., ExportSpec]] = {
-    "pirenderer": lambda config, size, spec=None: pirenderer_spec(config, size),
+    "pirenderer": pirenderer_spec,
     "motion_renderer": motion_renderer_spec,
+    "personalized_renderer": personalized_spec,
 }
 
 
@@ -123,7 +151,11 @@ def export_renderer(model_or_run: nnx.Module | str | os.PathLike, out_dir: str |
     size = tuple(int(s) for s in (image_size or config.get("image_size", (256, 256))))
     if len(size) != 2:
         raise ValueError(f"image_size must be (height, width), got {size}")
-    for name in getattr(model, "training_only", ()):
-        setattr(model, name, None)  # the training objective (discriminator, perceptual net) is no part of it
+    # The training objective (discriminator, perceptual net) is no part of it, at any depth (a personalized
+    # renderer holds its base's).
+    holders = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Module) and getattr(m, "training_only", ())]
+    for holder in holders:
+        for name in holder.training_only:
+            setattr(holder, name, None)
     return export_model(model, SPECS[config.name](config, size, spec), out_dir, model_name=config.name,
                         platforms=platforms, model_config=config.to_dict(), source=source)

@@ -74,6 +74,7 @@ _MODULES = {
     "dreamtalk_style_predictor": "mirrortalk_jax.models.dreamtalk.style_predictor",
     "pirenderer": "mirrortalk_jax.models.pirenderer.renderer",
     "motion_renderer": "mirrortalk_jax.models.renderer.motion_renderer",
+    "personalized_renderer": "mirrortalk_jax.models.renderer.personalized",
     "syncnet": "mirrortalk_jax.models.syncnet.model",
     "vgg19": "mirrortalk_jax.models.vgg.vgg19",
     "mimictalk_a2m": "mirrortalk_jax.models.mimictalk.a2m",

@@ -61,7 +61,8 @@ class RealTalkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _info(self) -> tfds.core.DatasetInfo:
         s = self.settings
-        spec = motion_space.motion_spec(f"{self.LAYOUT}_mesh_v1", s.lower_components, s.upper_components)
+        spec = (motion_space.MeshBasis.from_json(s.basis).spec if s.basis else
+                motion_space.motion_spec(f"{self.LAYOUT}_mesh_v1", s.lower_components, s.upper_components))
         return tfds.core.DatasetInfo(
             builder=self, description=layouts.layout(self.LAYOUT).description,
             features=dataset.schema.clip_features(spec, num_landmarks=68, frames=True, transcript=False,
@@ -83,7 +84,8 @@ class RealTalkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         train = [c for c in found if c.split == "train"]
         if not train:
             raise DatasetNotWritten("no training clip came out of the inputs:\n" + dataset.summary(self.report))
-        basis = dataset.fit_basis(train, self.settings)
+        basis = (motion_space.MeshBasis.from_json(self.settings.basis) if self.settings.basis
+                 else dataset.fit_basis(train, self.settings))
         speakers = sorted({c.speaker for c in found})
         index = {s: i for i, s in enumerate(speakers)}
         self.info.metadata["motion_basis"] = basis.to_json()

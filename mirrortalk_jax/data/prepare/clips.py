@@ -84,6 +84,20 @@ class ClipFile:
         return ClipFile(self.frames_png[video], self.mesh[video], self.blendshapes[video], self.pose_matrix[video],
                         self.transform[video], audio, self.identity, info)
 
+    def part(self, start: int, stop: int) -> ClipFile:
+        """Frames start..stop-1 with their audio."""
+        per_frame = schema.AUDIO_SAMPLE_RATE / schema.FPS
+        info = {**self.info, "num_frames": stop - start, "start_frame": self.info["start_frame"] + start}
+        return ClipFile(self.frames_png[start:stop], self.mesh[start:stop], self.blendshapes[start:stop],
+                        self.pose_matrix[start:stop], self.transform[start:stop],
+                        self.audio[round(start * per_frame):round(stop * per_frame)], self.identity, info)
+
+    @staticmethod
+    def load_info(path: Path) -> dict[str, Any]:
+        """Only the clip's info (source, start frame, frame count, QC), without decoding its arrays."""
+        with np.load(path) as z:
+            return json.loads(z["info"].tobytes().decode())
+
     @classmethod
     def load(cls, path: Path) -> ClipFile:
         with np.load(path) as z:

@@ -27,7 +27,7 @@ from mirrortalk_jax.data import schema
 from mirrortalk_jax.data.faces import identity, layout as face_layout
 from mirrortalk_jax.data.prepare import clips, inputs, layouts, motion_space
 
-SPLITS = ("train", "heldout_sentences", "heldout_speakers")
+SPLITS = ("train", "heldout_sentences", "heldout_speakers", "heldout_tail")
 BLENDSHAPES = 52
 # (frames (T, H, W, 3) uint8 crops, audio (N,) 16 kHz) -> (offset in frames, confidence)
 SyncScorer = Callable[[np.ndarray, np.ndarray], tuple[int, float]]
@@ -51,6 +51,18 @@ class PrepareSettings:
     # clip must reach to be kept; its offset is corrected in the record.
     sync: SyncScorer | None = None
     min_sync_confidence: float = 0.0
+    # A fitted basis (MeshBasis JSON) to project into instead of fitting one on the training split: new videos in
+    # the motion space of models trained elsewhere (personalization prepares a person's video this way).
+    basis: str | None = None
+    # Time splits within each video (personalization): its last `tail_seconds` go to split "heldout_tail", and
+    # with `head_seconds` > 0 only its first `head_seconds` before that tail are kept for training.
+    tail_seconds: float = 0.0
+    head_seconds: float = 0.0
+
+    def __post_init__(self):
+        if self.tail_seconds < 0 or self.head_seconds < 0:
+            raise ValueError(f"tail_seconds and head_seconds must be >= 0, got {self.tail_seconds}, "
+                             f"{self.head_seconds}")
 
 
 @dataclasses.dataclass
@@ -62,6 +74,11 @@ class PreparedClip:
     split: str = "train"
     sync_offset: int = 0  # SyncNet's convention: audio delayed by d frames -> offset -d
     sync_confidence: float | None = None
+    frames: tuple[int, int] | None = None  # a part of the clip file's frames (time splits), None: all
+
+    def load(self) -> clips.ClipFile:
+        data = clips.ClipFile.load(self.path)
+        return data if self.frames is None else data.part(*self.frames)
 
 
 # ----- Step 1: videos -> clip files -----
@@ -207,7 +224,36 @@ def collect_clips(entries: Sequence[dict], work: Path, settings: PrepareSettings
         else:
             n = per_speaker[clip.speaker] = per_speaker.get(clip.speaker, 0) + 1
             clip.split = "heldout_sentences" if n % HELDOUT_SENTENCE_EVERY == 0 else "train"
+    if settings.tail_seconds or settings.head_seconds:
+        found = split_by_time(found, settings)
     return found
+
+
+def split_by_time(found: Sequence[PreparedClip], settings: PrepareSettings) -> list[PreparedClip]:
+    """Each video's clips cut at times (see `PrepareSettings.tail_seconds`): frames in its last `tail_seconds`
+    (of the frames kept) become split "heldout_tail", the first `head_seconds` of the rest stay in their split,
+    later ones are dropped. Parts shorter than two frames are dropped."""
+    fps = settings.options.fps
+    by_video: dict[Path, list[tuple[int, int, PreparedClip]]] = {}
+    for clip in found:
+        info = clips.ClipFile.load_info(clip.path)
+        by_video.setdefault(clip.path.parent, []).append((int(info["start_frame"]), int(info["num_frames"]), clip))
+    out = []
+    for parts in by_video.values():
+        parts.sort(key=lambda p: p[0])
+        kept = sum(n for _, n, _ in parts)
+        tail = min(kept, round(settings.tail_seconds * fps))
+        head = kept - tail if not settings.head_seconds else min(kept - tail, round(settings.head_seconds * fps))
+        seen = 0  # kept frames before this clip
+        for _, n, clip in parts:
+            pieces = ((max(0, -seen), min(n, head - seen), clip.split),
+                      (max(0, kept - tail - seen), n, "heldout_tail"))
+            for k, (a, b, split) in enumerate(pieces):
+                if b - a >= 2:
+                    out.append(dataclasses.replace(clip, clip_id=clip.clip_id + ("_tail" if k else ""), split=split,
+                                                   frames=(a, b), labels=dict(clip.labels)))
+            seen += n
+    return out
 
 
 def check_sync(found: Sequence[PreparedClip], entries: Sequence[dict],
@@ -218,7 +264,7 @@ def check_sync(found: Sequence[PreparedClip], entries: Sequence[dict],
     by_file: dict[str, list[dict]] = {}
     kept = []
     for clip in found:
-        data = clips.ClipFile.load(clip.path)
+        data = clip.load()
         offset, confidence = settings.sync(schema.decode_frames(data.frames_png), data.audio)
         clip.sync_offset, clip.sync_confidence = int(offset), float(confidence)
         ok = confidence >= settings.min_sync_confidence
@@ -244,14 +290,14 @@ def check_sync(found: Sequence[PreparedClip], entries: Sequence[dict],
 def fit_basis(train: Sequence[PreparedClip], settings: PrepareSettings) -> motion_space.MeshBasis:
     total = sum(int(np.load(c.path)["png_sizes"].shape[0]) for c in train)
     stride = max(1, -(-total // motion_space.MAX_FIT_FRAMES))
-    meshes = [np.load(c.path)["mesh"][::stride] for c in train]
+    meshes = [c.load().mesh[::stride] for c in train]
     return motion_space.fit(meshes, lower_components=settings.lower_components,
                             upper_components=settings.upper_components, name=f"{settings.dataset}_mesh_v1")
 
 
 def record(clip: PreparedClip, basis: motion_space.MeshBasis, speaker_index: int,
            blendshape_count: int = BLENDSHAPES) -> dict[str, Any]:
-    data = clips.ClipFile.load(clip.path).resynced(-clip.sync_offset, schema.AUDIO_SAMPLE_RATE // int(schema.FPS))
+    data = clip.load().resynced(-clip.sync_offset, schema.AUDIO_SAMPLE_RATE // int(schema.FPS))
     points = face_layout.dlib68(data.mesh)
     blend = data.blendshapes if data.blendshapes.shape[1] == blendshape_count else np.zeros(
         (len(data.mesh), blendshape_count), np.float32)

@@ -33,7 +33,7 @@ from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models.nn import layers
 from mirrortalk_jax.models.dreamtalk.lip_expert import STYLE_SOURCE, build_style_encoder, style_code_of, style_width
 from mirrortalk_jax.models.registry import register
-from mirrortalk_jax.models.mirrortalk.style_encoder import EncoderLayer, freeze
+from mirrortalk_jax.models.mirrortalk.style_encoder import EncoderLayer
 from mirrortalk_jax.objectives import diffusion
 
 
@@ -116,7 +116,7 @@ class DreamTalkStylePredictor(nnx.Module):
     def __init__(self, config, spec: MotionSpec, rngs: nnx.Rngs, *, style_source: nnx.Module | None = None):
         source = style_source
         if source is None:
-            source = freeze(build_style_encoder(config.style_encoder, spec, rngs)[0])
+            source = layers.freeze(build_style_encoder(config.style_encoder, spec, rngs)[0])
         self.style_source = source
         self.frozen_parts = ("style_source",) if style_source is not None else ()
         self.style_dim = style_width(source, spec.dim)

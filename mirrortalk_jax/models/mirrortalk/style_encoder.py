@@ -120,18 +120,6 @@ class ContentEncoder(Protocol):
         """(B, L, F), (B, L) bool -> (B, E)."""
 
 
-def freeze(module: nnx.Module) -> nnx.Module:
-    """A copy of `module` whose nnx.Params are `Frozen` variables (values and axis metadata kept).
-
-    The trainer optimises every nnx.Param it finds; a stop_gradient alone would still let weight decay
-    shrink a pretrained content encoder, so its Params must stop being Params.
-    """
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    frozen = jax.tree.map(lambda v: layers.Frozen(v.get_value(), **v.get_metadata()), params,
-                          is_leaf=lambda x: isinstance(x, nnx.Variable))
-    return nnx.merge(graphdef, frozen, rest)
-
-
 class RandomContentProjection(nnx.Module):
     """Default content encoder: a fixed random projection of the clip's mean audio features. (B, L, F) -> (B, E).
 
@@ -186,7 +174,7 @@ class StyleEncoderModel(nnx.Module):
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}")
         self.encoder = encoder
-        self.content_encoder = content_encoder if content_from_run else freeze(content_encoder)
+        self.content_encoder = content_encoder if content_from_run else layers.freeze(content_encoder)
         self.frozen_parts = ("content_encoder",) if content_from_run else ()
         # A tuple, not a dict: static module attributes end up in the (hashable) graphdef.
         self.weights = tuple(sorted((k, float(v)) for k, v in weights.items()))

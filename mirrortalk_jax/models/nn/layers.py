@@ -23,6 +23,18 @@ class Frozen(nnx.Variable):
     the trainer never optimises (or decays) it."""
 
 
+def freeze(module: nnx.Module) -> nnx.Module:
+    """A copy of `module` whose nnx.Params are `Frozen` variables (values and axis metadata kept).
+
+    The trainer optimises every nnx.Param it finds (and computes its gradient); a stop_gradient alone would
+    still let weight decay shrink a pretrained network, so its Params must stop being Params.
+    """
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    frozen = jax.tree.map(lambda v: Frozen(v.get_value(), **v.get_metadata()), params,
+                          is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.merge(graphdef, frozen, rest)
+
+
 def fan_in_normal(fan_in_axes: tuple[int, ...] = (0,)):
     """N(0, 1/fan_in) initializer, fan_in = product of `fan_in_axes` of the shape (LeCun, untruncated).
 

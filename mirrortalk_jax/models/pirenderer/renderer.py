@@ -162,10 +162,11 @@ class WarpingNet(nnx.Module):
         self.flow_norm = il.LayerNorm2d(out_ch, rngs)
         self.flow_conv = il.conv2d(out_ch, 2, 7, rngs, precision=precision, padding=3, axes=("embed", None))
 
-    def __call__(self, image: jax.Array, z: jax.Array) -> dict[str, jax.Array]:
+    def __call__(self, image: jax.Array, z: jax.Array, features: jax.Array | None = None) -> dict[str, jax.Array]:
         """image (B, H, W, C), z (B, D) -> hourglass_out (B, H/4, W/4, 2 ch), flow_field (B, H/4, W/4, 2) in
-        pixels of that grid (x, y), deformation (same, in [-1, 1] units), warp_image (B, H, W, C)."""
-        skips = [self.input_layer(image)]
+        pixels of that grid (x, y), deformation (same, in [-1, 1] units), warp_image (B, H, W, C).
+        `features`: the input layer's output on `image` when already computed (`PIRenderer.encode`)."""
+        skips = [self.input_layer(image) if features is None else features]
         for block in self.encoder:
             skips.append(block(skips[-1], z))
         out = skips.pop()
@@ -268,19 +269,31 @@ class PIRenderer(nnx.Module):
         self.perceptual_net = perceptual_net  # frozen: a pretrained feature network (a run's part)
         self.frozen_parts = ("perceptual_net",) if perceptual_net is not None else ()
 
-    def __call__(self, source_image: jax.Array, driving_source: jax.Array, *,
-                 stage: str = "full") -> dict[str, jax.Array]:
-        """stage "warp" skips the EditingNet (the original's stage='warp'); "full" adds `fake_image`."""
+    def encode(self, source_image: jax.Array) -> dict[str, jax.Array]:
+        """The portrait's appearance, the part of the network that sees no motion: its pixels (B, H, W, 3) and the
+        warping net's input features (B, H, W, base_nc). Personalization (models/renderer/personalized.py)
+        optimises a person's appearance in this form."""
         h, w = source_image.shape[1:3]
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"image size {h}x{w}: height and width must be multiples of {self.multiple}")
+        return {"image": source_image, "features": self.warping_net.input_layer(source_image)}
+
+    def decode(self, appearance: dict[str, jax.Array], driving_source: jax.Array, *,
+               stage: str = "full") -> dict[str, jax.Array]:
+        """An appearance from `encode` driven by motion windows (B, 27, coeff_nc); outputs as `__call__`."""
         descriptor = self.mapping_net(driving_source)
-        out = {"descriptor": descriptor, **self.warping_net(source_image, descriptor)}
+        out = {"descriptor": descriptor,
+               **self.warping_net(appearance["image"], descriptor, features=appearance["features"])}
         if stage == "full":
-            out["fake_image"] = self.editing_net(source_image, out["warp_image"], descriptor)
+            out["fake_image"] = self.editing_net(appearance["image"], out["warp_image"], descriptor)
         elif stage != "warp":
             raise ValueError(f"unknown stage {stage!r}: use 'full' or 'warp'")
         return out
+
+    def __call__(self, source_image: jax.Array, driving_source: jax.Array, *,
+                 stage: str = "full") -> dict[str, jax.Array]:
+        """stage "warp" skips the EditingNet (the original's stage='warp'); "full" adds `fake_image`."""
+        return self.decode(self.encode(source_image), driving_source, stage=stage)
 
     def render(self, source_image: jax.Array, driving_source: jax.Array) -> jax.Array:
         """Only the final frames, (B, H, W, 3) in [-1, 1]: what exports and video writers need."""
@@ -298,18 +311,27 @@ class PIRenderer(nnx.Module):
         del source_motion
         return self.render(source_image, driving)
 
-    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict]:
+    def render_appearance(self, appearance: dict, source_motion: jax.Array, driving: jax.Array) -> jax.Array:
+        """`render_frames` from an appearance (`encode`, batch n) instead of portraits."""
+        del source_motion
+        return self.decode(appearance, driving)["fake_image"]
+
+    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool, *, appearance: dict | None = None,
+             source_motion: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """Self-reenactment as in PIRenderer's training: the window's centre frame is drawn from the clip's
         `source_frame` and the motion window around it; the warp stage's output is scored too (`loss.warp`).
 
         Reads source_frame (B, H, W, 3) uint8, motion (B, T, coeff_nc) (T >= 25, e.g. 27), frames (B, 1, H, W, 3)
-        uint8 (the centre frame: data.frames = "centre") and motion_mask (B, T)."""
-        del rng, train
+        uint8 (the centre frame: data.frames = "centre") and motion_mask (B, T). `appearance` (batch B, as
+        `encode` gives) replaces the encoded source frames (personalization); PIRenderer reads no source motion."""
+        del rng, train, source_motion
         if self.losses is None:
             raise ValueError("this PIRenderer config has no `loss` section; it cannot be trained")
         motion = batch["motion"]
         centre = motion.shape[1] // 2
-        out = self(to_unit(batch["source_frame"]), motion)
+        if appearance is None:
+            appearance = self.encode(to_unit(batch["source_frame"]))
+        out = self.decode(appearance, motion)
         return self.losses(out["fake_image"], batch["frames"][:, 0], batch["motion_mask"][:, centre],
                            warped=out["warp_image"], perceptual_net=self.perceptual_net)
 

@@ -7,6 +7,11 @@ never ask which one they hold:
     driving = renderer.driving(motion, start, stop)     # per-frame inputs of frames start..stop-1 of (T, D)
     frames = renderer.render_frames(source_images, source_motion, driving)   # (n, H, W, 3) in [-1, 1]
     loss, metrics = renderer.loss(batch, rng, train)    # self-reenactment training (the shared trainer)
+
+and the portrait's appearance apart from any motion (encoded once; personalization optimises it, personalized.py):
+
+    appearance = renderer.encode(source_images)         # a dict of arrays, batch first
+    frames = renderer.render_appearance(appearance, source_motion, driving)
 """
 
 from __future__ import annotations
@@ -25,3 +30,9 @@ class Renderer(Protocol):
 
     def render_frames(self, source_image: jax.Array, source_motion: jax.Array, driving: jax.Array) -> jax.Array:
         """(n, H, W, 3) portraits in [-1, 1] and (n, D) their motion, per-frame driving -> (n, H, W, 3) in [-1, 1]."""
+
+    def encode(self, source_image: jax.Array) -> dict:
+        """(n, H, W, 3) portraits in [-1, 1] -> their appearance (a dict of (n, ...) arrays)."""
+
+    def render_appearance(self, appearance: dict, source_motion: jax.Array, driving: jax.Array) -> jax.Array:
+        """`render_frames` from an appearance instead of portraits."""

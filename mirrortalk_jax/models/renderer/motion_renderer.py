@@ -192,19 +192,24 @@ class MotionRenderer(nnx.Module):
         self.perceptual_net = perceptual_net  # frozen: a pretrained feature network (a run's part)
         self.frozen_parts = ("perceptual_net",) if perceptual_net is not None else ()
 
-    def __call__(self, source_image: jax.Array, source_motion: jax.Array,
-                 driving_motion: jax.Array) -> dict[str, jax.Array]:
-        """-> image (B, H, W, 3) (unclipped: the losses see values past [-1, 1]; `render` clips), warped_source
-        and residual (B, H, W, 3) (image = warped_source + residual), flow (B, h, w, 2) in grid units and
-        occlusion (B, h, w, 1) at the warp level."""
-        b, h, w, _ = source_image.shape
+    def encode(self, source_image: jax.Array) -> dict[str, jax.Array | tuple[jax.Array, ...]]:
+        """The portrait's appearance, what `decode` warps: its pixels (B, H, W, 3) and the source encoder's features
+        (B, H/2^k, W/2^k, C_k) for k = 1..levels. Independent of any motion, so a clip's portrait is encoded once,
+        and personalization (models/renderer/personalized.py) can optimise a person's appearance directly."""
+        h, w = source_image.shape[1:3]
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"image size {h}x{w}: height and width must be multiples of {self.multiple}")
+        return {"image": source_image, "features": tuple(self.source_encoder(source_image))}
+
+    def decode(self, appearance: dict, source_motion: jax.Array, driving_motion: jax.Array) -> dict[str, jax.Array]:
+        """An appearance from `encode` (batch B) moved from `source_motion` (B, D) to `driving_motion` (B, D);
+        outputs as `__call__`."""
+        source_image, features = appearance["image"], list(appearance["features"])
+        b = source_image.shape[0]
         for name, m in (("source_motion", source_motion), ("driving_motion", driving_motion)):
             if m.shape != (b, self.motion_dim):
                 raise ValueError(f"{name}: expected (batch {b}, motion dim {self.motion_dim}), got {m.shape}")
         z = self.motion_encoder(source_motion, driving_motion)
-        features = self.source_encoder(source_image)  # at H/2 .. H/2^levels
         coarse = features[-1]
         flow, occlusion = self.flow(coarse, z)
         levels = len(features)
@@ -229,6 +234,13 @@ class MotionRenderer(nnx.Module):
         return {"image": warped + residual, "warped_source": warped, "residual": residual, "flow": flow,
                 "occlusion": occlusion}
 
+    def __call__(self, source_image: jax.Array, source_motion: jax.Array,
+                 driving_motion: jax.Array) -> dict[str, jax.Array]:
+        """-> image (B, H, W, 3) (unclipped: the losses see values past [-1, 1]; `render` clips), warped_source
+        and residual (B, H, W, 3) (image = warped_source + residual), flow (B, h, w, 2) in grid units and
+        occlusion (B, h, w, 1) at the warp level."""
+        return self.decode(self.encode(source_image), source_motion, driving_motion)
+
     def render(self, source_image: jax.Array, source_motion: jax.Array, driving_motion: jax.Array) -> jax.Array:
         """Only the frames, (B, H, W, 3) clipped to [-1, 1]: what exports and video writers need."""
         return jnp.clip(self(source_image, source_motion, driving_motion)["image"], -1.0, 1.0)
@@ -242,20 +254,29 @@ class MotionRenderer(nnx.Module):
         """(n, H, W, 3) portraits in [-1, 1], (n, D) their motion, (n, D) from `driving` -> (n, H, W, 3) frames."""
         return self.render(source_image, source_motion, driving)
 
-    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[jax.Array, dict]:
+    def render_appearance(self, appearance: dict, source_motion: jax.Array, driving: jax.Array) -> jax.Array:
+        """`render_frames` from an appearance (`encode`, batch n) instead of portraits."""
+        return jnp.clip(self.decode(appearance, source_motion, driving)["image"], -1.0, 1.0)
+
+    def loss(self, batch: dict[str, jax.Array], rng: jax.Array, train: bool, *, appearance: dict | None = None,
+             source_motion: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """Self-reenactment: every frame of the window (B, L) is rendered from the clip's `source_frame`.
 
         Reads source_frame (B, H, W, 3) uint8, source_motion (B, D), frames (B, L, H, W, 3) uint8, motion (B, L, D)
-        and motion_mask (B, L) (padding frames weigh 0)."""
+        and motion_mask (B, L) (padding frames weigh 0). `appearance` (batch B, as `encode` gives) and
+        `source_motion` (B, D) replace the encoded source frames and their motion (personalization)."""
         del rng, train  # deterministic objective
         if self.losses is None:
             raise ValueError("this renderer's config has no `loss` section; it cannot be trained")
         frames, motion = batch["frames"], batch["motion"]
         b, length = motion.shape[:2]
-        source = jnp.repeat(to_unit(batch["source_frame"])[:, None], length, axis=1)
-        source_motion = jnp.repeat(batch["source_motion"][:, None], length, axis=1)
+        if appearance is None:
+            appearance = self.encode(to_unit(batch["source_frame"]))
+        source_motion = batch["source_motion"] if source_motion is None else source_motion
+        # Each portrait's encoding serves its L targets: (B, ...) -> (B * L, ...), target-major like `flat`.
+        per_target = lambda x: jnp.repeat(x, length, axis=0)  # noqa: E731
         flat = lambda x: x.reshape(b * length, *x.shape[2:])  # noqa: E731
-        out = self(flat(source), flat(source_motion), flat(motion))
+        out = self.decode(jax.tree.map(per_target, appearance), per_target(source_motion), flat(motion))
         loss, metrics = self.losses(out["image"], flat(frames), flat(batch["motion_mask"]),
                                     warped=out["warped_source"], perceptual_net=self.perceptual_net)
         metrics["occlusion"] = jnp.mean(out["occlusion"])
