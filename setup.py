@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "array-record>=0.8.1",
     "ml-collections>=1.1.0",
     "clu>=0.0.12",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "absl-py>=2.1",
     # What the data needs.
     "numpy>=2.0,<3",
@@ -40,8 +41,8 @@ EXTRAS_REQUIRE = {
     ],
     # The TPU runtime; also lets tools/aot_compile.py compile for TPU pod topologies on any x86 host.
     "tpu": ["jax[tpu]>=0.10.0,<0.11"],
-    # clu's metric writers and periodic actions need TensorFlow + TensorBoard (about 1.3 GB).
-    "tensorboard": ["tensorflow-cpu>=2.18", "tensorboard>=2.18"],
+    # The TensorBoard viewer (runs write their event files without it, through tensorboardX).
+    "tensorboard": ["tensorboard>=2.18"],
     # Only the checkpoint converters' torch-file reader needs torch; safetensors files do not.
     "torch": ["torch>=2.5"],
     # Real-face processing (`mirrortalk data prepare`): MediaPipe's face landmarker (its model ships in this

@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Multi-process runs agree every this many steps whether a process got SIGTERM (a tiny all-gather), then all
     # save and stop after the same step.
     config.train.preemption_sync_every = 10
+    # (first step, number of steps) to trace with jax.profiler into WORKDIR/profile (TensorBoard's profile tab);
+    # () or a 0: no trace.
+    config.train.profile = ()
 
     # Mesh (data, fsdp, tensor): ici_* within a slice, dcn_* across slices; -1 = all devices left.
     config.mesh = ml_collections.ConfigDict()

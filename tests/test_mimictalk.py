@@ -316,6 +316,11 @@ def test_tiny_config_trains_with_the_shared_trainer(tiny_dataset, tmp_path):
     assert evals and np.isfinite(evals[-1]["eval/loss"]) and np.isfinite(evals[-1]["eval/sample/mse/lower"])
     assert [s.step for s in seen] == [40] and seen[0].generated.shape == seen[0].target.shape == (8, 24, 18)
     assert (tmp_path / "previews" / "step_0000040.mp4").is_file()
+    from tests.test_trainer import _events
+
+    preview = _events(tmp_path)["eval/preview"]  # the same preview in TensorBoard
+    assert preview[0][0] == 40 and 1 <= len(preview[0][1]) <= 24  # GIF merges repeated frames
+    assert preview[0][1][0].shape == (128, 256, 3)  # ground truth | generated
 
 
 @pytest.mark.slow

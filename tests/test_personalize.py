@@ -4,6 +4,7 @@ talking video of scikit-image's astronaut (espeak speech), adapted to a second, 
 import json
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,7 +172,8 @@ def test_personalize_adapts_a_renderer_and_writes_one_that_loads_like_any(bases,
     frames = [m.render_frames(portrait, jnp.repeat(jnp.asarray(motion[:1]), 4, 0), m.driving(motion, 0, 4))
               for m in (run.model, result)]
     np.testing.assert_allclose(frames[1], frames[0], atol=1e-5)
-    assert frames[1].shape == (4, 64, 64, 3) and bool(jnp.all(jnp.isfinite(frames[1])))
+    chex.assert_shape(frames[1], (4, 64, 64, 3))
+    chex.assert_tree_all_finite(frames[1])
 
     # ... and exports: the artifact alone renders the same frames.
     assert cli.main(["export", "renderer", "--checkpoint", str(out / "renderer"), "--out", str(tmp_path / "exp")]) == 0
@@ -191,9 +193,8 @@ def test_personalization_resumes_exactly(bases, tmp_path):
     personalize.personalize(base, data, tmp_path / "resumed", personalize.Settings(steps=4, **settings))
     straight, resumed = (loader.load_model(tmp_path / name / "run") for name in ("straight", "resumed"))
     assert straight.step == resumed.step == 4
-    for a, b in zip(jax.tree.leaves(nnx.state(straight.model, nnx.Param)),
-                    jax.tree.leaves(nnx.state(resumed.model, nnx.Param))):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(jax.tree.leaves(nnx.state(straight.model, nnx.Param)),
+                                jax.tree.leaves(nnx.state(resumed.model, nnx.Param)), rtol=1e-6, atol=1e-7)
     result = loader.stored_model(tmp_path / "resumed" / "renderer")
     assert converted_step(tmp_path / "resumed" / "renderer") == 4 and result.model_config.lora.rank == 0
 

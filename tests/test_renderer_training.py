@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,8 +131,8 @@ def test_gan_terms_give_each_network_only_its_own_gradient():
                 + config.adversarial * rec.gan_generator(d(fake)[1]).mean() + config.feature_matching * fm)
 
     want_d = jax.grad(d_loss)(critic_params)
-    for a, b in zip(jax.tree.leaves(d_grads["discriminator"]), jax.tree.leaves(want_d)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(jax.tree.leaves(d_grads["discriminator"]), jax.tree.leaves(want_d), rtol=1e-4,
+                                atol=1e-6)
     np.testing.assert_allclose(fake_grad, jax.grad(g_loss)(fake), rtol=1e-4, atol=1e-7)
 
 
@@ -328,8 +329,7 @@ def test_pirenderer_fine_tunes_converted_weights_on_another_motion_space(tiny_da
         want, got = source, state.params
         for key in subtree.split("/"):
             want, got = want[key], got[key]
-        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        chex.assert_trees_all_equal(jax.tree.leaves(want), jax.tree.leaves(got))
     first = state.params["mapping_net"]["first"]["kernel"]
     assert first.shape[1] == 18  # fresh, on the dataset's motion width
     np.testing.assert_array_equal(np.asarray(first), np.asarray(fresh.params["mapping_net"]["first"]["kernel"]))

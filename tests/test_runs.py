@@ -5,6 +5,7 @@ parameters-only restore."""
 import json
 import shutil
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -100,11 +101,9 @@ def test_trained_composite_run_loads_without_its_parts_folders(micro_dataset, ex
     shutil.rmtree(part)
     run = loader.load_model(tmp_path / "run")
     assert run.step == 3 and run.model_config.name == "style_encoder"
-    for a, b in zip(jax.tree.leaves(nnx.state(run.model, nnx.Param)), jax.tree.leaves(state.ema_params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(jax.tree.leaves(nnx.state(run.model, nnx.Param)), jax.tree.leaves(state.ema_params))
     raw = loader.load_model(tmp_path / "run", use_ema=False)
-    for a, b in zip(jax.tree.leaves(nnx.state(raw.model, nnx.Param)), jax.tree.leaves(state.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(jax.tree.leaves(nnx.state(raw.model, nnx.Param)), jax.tree.leaves(state.params))
 
 
 def test_restore_reads_only_the_fields_asked_for(micro_dataset, tmp_path):
@@ -122,8 +121,7 @@ def test_restore_reads_only_the_fields_asked_for(micro_dataset, tmp_path):
     finally:
         ckpt.close()
     assert set(fields) == {"params", "ema_params"} and fields["ema_params"] is None  # EMA off in this config
-    for a, b in zip(jax.tree.leaves(fields["params"]), jax.tree.leaves(state.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(jax.tree.leaves(fields["params"]), jax.tree.leaves(state.params))
 
 
 def test_a_part_from_a_run_leaves_the_composites_own_initialisation_unchanged(expert_dir):

@@ -203,3 +203,54 @@ def test_killed_run_resumes_with_the_same_losses(micro_dataset, tmp_path):
     want = {m["step"]: m["train/loss"] for m in read_metrics(tmp_path / "straight")}
     got = {m["step"]: m["train/loss"] for m in read_metrics(tmp_path / "killed")}  # later lines win
     assert got == want
+
+
+def _events(workdir) -> dict[str, list]:
+    """tag -> [(step, scalar value or decoded image frames)] from the TensorBoard event files under `workdir`."""
+    import io
+    import struct
+
+    from PIL import Image, ImageSequence
+    from tensorboardX.proto.event_pb2 import Event
+
+    found: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(str(workdir), "events.out.tfevents.*"))):
+        data = open(path, "rb").read()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4  # length, its crc, the record, its crc
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    image = Image.open(io.BytesIO(value.image.encoded_image_string))
+                    item = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)]
+                else:
+                    item = value.simple_value
+                found.setdefault(value.tag, []).append((event.step, item))
+    return found
+
+
+def test_tensorboard_events_parameter_overview_and_a_profile_without_tensorflow(micro_dataset, tmp_path):
+    trainer.train_and_evaluate(_config(micro_dataset, num_steps=4, profile=(2, 2)), tmp_path)
+    events = _events(tmp_path)
+    assert [step for step, _ in events["train/loss"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in events["train/loss"]],
+                               [m["train/loss"] for m in read_metrics(tmp_path)], rtol=1e-6)
+    assert {"train/steps_per_s", "train/eta_s"} <= set(events)
+    overview = (tmp_path / "parameters.txt").read_text()
+    assert "Total" in overview and "kernel" in overview
+    assert glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)  # the traced steps
+
+    from mirrortalk_jax.train.metrics import MetricWriter
+
+    writer = MetricWriter(tmp_path / "media", enabled=True)
+    frames = np.random.RandomState(0).randint(0, 255, (5, 16, 24, 3)).astype(np.uint8)
+    writer.write_video(7, "eval/preview", frames, fps=25)
+    writer.write_images(7, {"eval/portraits": frames[:2]})
+    with pytest.raises(ValueError, match="eval/bad"):
+        writer.write_video(7, "eval/bad", frames.astype(np.float32), fps=25)
+    writer.close()
+    media = _events(tmp_path / "media")
+    assert media["eval/preview"][0][0] == 7 and len(media["eval/preview"][0][1]) == 5  # an animated GIF of 5 frames
+    assert media["eval/portraits"][0][1][0].shape == (16, 48, 3)  # two images side by side

@@ -37,11 +37,15 @@ def render_motion(motion: np.ndarray, image_size: int = 128, face_shape: face.Fa
     return raster.render_frames(points, appearance or PREVIEW_APPEARANCE, image_size, gaze=gaze)
 
 
+def side_by_side(panels: list[np.ndarray], image_size: int = 128) -> np.ndarray:
+    """Each (T, 18) motion in `panels` rendered, left to right: (T, S, len(panels) * S, 3) uint8."""
+    return np.concatenate([render_motion(m, image_size) for m in panels], axis=2)
+
+
 def write_side_by_side(path: str | os.PathLike, panels: list[np.ndarray], fps: float,
                        audio: np.ndarray | None = None, sample_rate: int = 16000, image_size: int = 128) -> Path:
     """Renders each (T, 18) motion in `panels` and writes them left to right into one mp4 with `audio`."""
-    frames = np.concatenate([render_motion(m, image_size) for m in panels], axis=2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    video.write_mp4(path, frames, fps=fps, audio=audio, sample_rate=sample_rate)
+    video.write_mp4(path, side_by_side(panels, image_size), fps=fps, audio=audio, sample_rate=sample_rate)
     return path

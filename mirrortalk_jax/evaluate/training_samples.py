@@ -1,13 +1,15 @@
 """What the trainer's periodic evaluation measures on generated motion (its `on_samples` hook).
 
 Per-region errors of the generated windows against the ground truth, and on motion spaces with a face drawer a
-preview mp4 (ground truth | generated, with the window's audio) in WORKDIR/previews/ from process 0.
+preview mp4 (ground truth | generated, with the window's audio) in WORKDIR/previews/ from process 0, and the
+same frames in TensorBoard.
 """
 
 from __future__ import annotations
 
 import jax
 
+from mirrortalk_jax.data import video
 from mirrortalk_jax.evaluate import motion_error, preview
 from mirrortalk_jax.train.trainer import Samples
 
@@ -17,7 +19,11 @@ def errors_and_preview(samples: Samples) -> dict[str, float]:
     metrics = motion_error.region_errors(samples.generated, samples.target, samples.mask, samples.spec)
     if jax.process_index() == 0 and preview.can_preview(samples.spec):
         valid = int(samples.mask[0].sum())
-        preview.write_side_by_side(samples.workdir / "previews" / f"step_{samples.step:07d}.mp4",
-                                   [samples.target[0, :valid], samples.generated[0, :valid]], fps=samples.spec.fps,
-                                   audio=samples.waveform[0, :valid * int(round(16000 / samples.spec.fps))])
+        frames = preview.side_by_side([samples.target[0, :valid], samples.generated[0, :valid]])
+        path = samples.workdir / "previews" / f"step_{samples.step:07d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        video.write_mp4(path, frames, fps=samples.spec.fps,
+                        audio=samples.waveform[0, :valid * int(round(16000 / samples.spec.fps))], sample_rate=16000)
+        if samples.writer is not None:  # the same preview in TensorBoard (an animated image)
+            samples.writer.write_video(samples.step, "eval/preview", frames, fps=samples.spec.fps)
     return metrics

@@ -1,12 +1,13 @@
-"""Metric writing: JSONL always (process 0), plus clu's TensorBoard writer when the `tensorboard` extra is in.
+"""Metric writing from process 0: JSONL (`metrics.jsonl`, one row per step and prefix) and TensorBoard event files
+(tensorboardX, no TensorFlow: scalars, images, and previews as animated images), both always on.
 
-clu's writers import TensorFlow; it is a 1.3 GB optional extra (`pip install -e .[tensorboard]`), so the plain
-JSONL file is the one thing every run can count on. It holds one row per step and prefix: a run resumed from
-step S replays the steps after S, so their rows from before the interruption are dropped first.
+A run resumed from step S replays the steps after S, so their JSONL rows from before the interruption are dropped
+first; TensorBoard shows the replayed points after the old ones (it keeps the last value per step).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from PIL import Image
 
 
 class MetricWriter:
@@ -21,17 +23,16 @@ class MetricWriter:
         """`resume_step`: the step the run resumes from (0 for a fresh start); rows after it are dropped."""
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.path = os.path.join(os.fspath(workdir), "metrics.jsonl")
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
         if self.enabled and resume_step is not None:
             drop_rows_after(self.path, resume_step)
         self._file = open(self.path, "a", encoding="utf-8") if self.enabled else None
-        self._clu = None
+        self._events = None
         if self.enabled:
-            try:
-                import tensorflow  # noqa: F401  (clu's summary writer needs it)
-                from clu import metric_writers
-                self._clu = metric_writers.SummaryWriter(os.fspath(workdir))
-            except ImportError:
-                logging.info("TensorBoard summaries off: install the `tensorboard` extra to get them")
+            from tensorboardX import SummaryWriter
+
+            self._events = SummaryWriter(os.fspath(workdir), flush_secs=30)
 
     def write(self, step: int, scalars: dict[str, Any], prefix: str = "") -> None:
         if not self.enabled:
@@ -39,14 +40,46 @@ class MetricWriter:
         values = {f"{prefix}{k}": float(np.asarray(v)) for k, v in scalars.items()}
         self._file.write(json.dumps({"step": int(step), **values}) + "\n")
         self._file.flush()
-        if self._clu is not None:
-            self._clu.write_scalars(int(step), values)
+        for name, value in values.items():
+            self._events.add_scalar(name, value, int(step))
+
+    def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """{name: (H, W, 3) or (N, H, W, 3) uint8}: one image (a batch as a grid row) per name."""
+        if not self.enabled:
+            return
+        for name, image in images.items():
+            image = np.asarray(image)
+            if image.ndim == 4:
+                image = np.concatenate(list(image), axis=1)
+            _check_uint8_rgb(image[None], name)
+            self._events.add_image(name, image, int(step), dataformats="HWC")
+
+    def write_video(self, step: int, name: str, frames: np.ndarray, fps: float) -> None:
+        """(T, H, W, 3) uint8 frames as an animated GIF image summary (TensorBoard plays it in its images tab;
+        tensorboardX's own add_video needs moviepy)."""
+        if not self.enabled:
+            return
+        frames = np.asarray(frames)
+        _check_uint8_rgb(frames, name)
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        buffer = io.BytesIO()
+        first, *rest = (Image.fromarray(f) for f in frames)
+        first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
+        image = Summary.Image(height=frames.shape[1], width=frames.shape[2], colorspace=3,
+                              encoded_image_string=buffer.getvalue())
+        self._events.file_writer.add_summary(Summary(value=[Summary.Value(tag=name, image=image)]), int(step))
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        if self._clu is not None:
-            self._clu.close()
+        if self._events is not None:
+            self._events.close()
+
+
+def _check_uint8_rgb(frames: np.ndarray, name: str) -> None:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise ValueError(f"{name}: expected uint8 RGB frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
 
 
 def drop_rows_after(path: str | os.PathLike, step: int) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from mirrortalk_jax.data.sources import ClipSource
 from mirrortalk_jax.runs import checkpointing, loader
 from mirrortalk_jax.sample import generators
 from mirrortalk_jax.train.compiled import compile_training
-from mirrortalk_jax.train import mesh as mesh_lib, warm_start
+from mirrortalk_jax.train import mesh as mesh_lib, observe, warm_start
 from mirrortalk_jax.train import state as state_lib
 from mirrortalk_jax.train.preemption import Preemption
 from mirrortalk_jax.train.metrics import MetricWriter
@@ -59,13 +59,14 @@ class Samples:
     waveform: np.ndarray  # (B, L * 16000 / fps) the windows' audio
     spec: MotionSpec
     workdir: Path
+    writer: MetricWriter | None = None  # for images / previews in TensorBoard
 
 
 SamplesHook = Callable[[Samples], dict[str, float]]  # -> metrics logged under eval/sample/
 
 
 def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, rng, step: int, workdir: Path,
-              on_samples: SamplesHook | None) -> dict[str, float]:
+              on_samples: SamplesHook | None, writer: MetricWriter | None = None) -> dict[str, float]:
     """Mean metrics over a fixed set of held-out windows (the same windows at every evaluation).
 
     With a sampler and an `on_samples` hook, the first batch is also generated and handed to the hook.
@@ -83,7 +84,7 @@ def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, r
         # Global arrays may span processes: gather what the host-side hook needs.
         generated, target, mask, audio = (np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in (
             sample_step(state, batch, rng), batch["motion"], batch["motion_mask"], batch["waveform"]))
-        found = on_samples(Samples(step, generated, target, mask, audio, source.spec, workdir))
+        found = on_samples(Samples(step, generated, target, mask, audio, source.spec, workdir, writer))
         totals.update({f"sample/{k}": v for k, v in found.items()})
     return totals
 
@@ -135,21 +136,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # ----- Loop -----
     start = int(jax.device_get(state.step))
     writer = MetricWriter(workdir, resume_step=start)  # the steps after `start` are redone: one row each
+    if jax.process_index() == 0 and start == 0:
+        overview = observe.parameter_overview(state.params)
+        (workdir / "parameters.txt").write_text(overview + "\n")
+        logging.info("trainable parameters of %s:\n%s", config.model.name, overview)
     preemption = Preemption(tc.preemption_sync_every)  # SIGTERM to any process: all save and stop together
+    profiler = observe.Profiler(workdir / "profile", *tuple(tc.get("profile") or (0, 0)))
+    progress = observe.Progress(start, tc.num_steps)
     frames_per_step = tc.batch_size * config.data.window_frames
-    last_log = (time.perf_counter(), start)
     try:
         with tqdm(total=tc.num_steps, initial=start, desc="train", unit="step",
                   disable=jax.process_index() != 0) as bar:
             for step in range(start + 1, tc.num_steps + 1):
                 batch = pipeline.to_global_batch(next(train_iter), mesh)
+                profiler.before(step)
                 state, metrics = setup.train_step(state, batch, step_rng)
+                profiler.after(step, state)
                 bar.update(1)
                 if step % tc.log_every == 0 or step == tc.num_steps:
-                    metrics = jax.device_get(metrics)
-                    now = time.perf_counter()
-                    metrics["frames_per_s"] = frames_per_step * (step - last_log[1]) / max(now - last_log[0], 1e-9)
-                    last_log = (now, step)
+                    metrics = {**jax.device_get(metrics), **progress.report(step)}
+                    metrics["frames_per_s"] = frames_per_step * metrics["steps_per_s"]
                     writer.write(step, metrics, prefix="train/")
                     bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
                     streak = int(jax.device_get(state.nonfinite_streak))
@@ -158,12 +164,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                                  f"(last at step {step}); parameters are from before them")
                 if eval_source is not None and step % tc.eval_every == 0:
                     writer.write(step, _evaluate(setup.eval_step, sample_step, state, eval_source, config, mesh,
-                                                 step_rng, step, workdir, on_samples), prefix="eval/")
+                                                 step_rng, step, workdir, on_samples, writer), prefix="eval/")
                 ckpt.save(step, state, train_iter, meta)
                 if preemption.should_stop(step):
                     break
         ckpt.save(int(jax.device_get(state.step)), state, train_iter, meta, force=True)
     finally:
+        profiler.close()
         ckpt.wait()
         ckpt.close()
         writer.close()
