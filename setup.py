@@ -41,6 +41,8 @@ EXTRAS_REQUIRE = {
     ],
     # The TPU runtime; also lets tools/aot_compile.py compile for TPU pod topologies on any x86 host.
     "tpu": ["jax[tpu]>=0.10.0,<0.11"],
+    # NVIDIA GPUs: jax's CUDA 12 plugin with the CUDA libraries as wheels (docs/scaling.md).
+    "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
     # The TensorBoard viewer (runs write their event files without it, through tensorboardX).
     "tensorboard": ["tensorboard>=2.18"],
     # Only the checkpoint converters' torch-file reader needs torch; safetensors files do not.

@@ -16,7 +16,8 @@ values: speed does not depend on them, and no dataset is needed). The step is co
   - ms/step, steps/s and frames/s (= batch * window_frames * steps/s) over `--steps` steps after `--warmup`
     steps, timed from dispatch to `block_until_ready`;
   - the parameter count, and the compiler's FLOP estimate per step (one device's program x the number of
-    devices) where the backend gives one, with the FLOP rate it implies.
+    devices) where the backend gives one, with the FLOP rate it implies and the MFU: that rate over the devices'
+    dense bf16 peak (a table of GPUs / TPUs by device kind, or --peak_tflops).
 
 Prints one JSON object, then a Markdown table.
 
@@ -95,6 +96,21 @@ def memory_report(compiled) -> dict[str, float | None]:
             "alias_mib": round(alias / MIB, 2),
             "generated_code_mib": round(get("generated_code_size_in_bytes") / MIB, 2),
             "peak_mib": round((arg + out + temp - alias) / MIB, 2)}
+
+
+# Dense bf16 peak TFLOP/s per chip (vendor data sheets), by the start of jax's `device_kind`: MFU's denominator.
+PEAK_BF16_TFLOPS = {
+    "NVIDIA H100": 989.0, "NVIDIA H200": 989.0, "NVIDIA A100": 312.0, "NVIDIA L4": 121.0,
+    "TPU v6": 918.0, "TPU v5p": 459.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v4": 275.0,
+}
+
+
+def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
+    """The device's dense bf16 peak (TFLOP/s per chip): `override` when > 0, else the table; None when unknown
+    (CPUs: give --peak_tflops to get an MFU)."""
+    if override > 0:
+        return override
+    return next((peak for prefix, peak in PEAK_BF16_TFLOPS.items() if device_kind.startswith(prefix)), None)
 
 
 def flops_per_step(compiled) -> float | None:
@@ -185,6 +201,9 @@ def bench_variant(variant: str, args, on_cpu: bool) -> dict:
         "frames_per_s": round(batch * window * steps_per_s, 1),
         "gflop_per_step": round(flops / 1e9, 1) if flops else None,
         "achieved_tflop_s": round(flops * steps_per_s / 1e12, 4) if flops else None,
+        # Model FLOP utilisation: the compiled step's FLOPs per second over the devices' summed peak.
+        "mfu": (round(flops * steps_per_s / (peak * 1e12 * mesh.size), 4)
+                if flops and (peak := peak_tflops(jax.devices()[0].device_kind, args.peak_tflops)) else None),
         "final_loss": round(loss, 4),
     }
 
@@ -193,7 +212,8 @@ COLUMNS = (("variant", "variant"), ("params", "params"), ("batch_size", "batch")
            ("compile_s", "compile s"), ("argument_mib", "argument MiB"), ("output_mib", "output MiB"),
            ("temp_mib", "temp MiB"), ("alias_mib", "alias MiB"), ("generated_code_mib", "code MiB"),
            ("peak_mib", "peak MiB"), ("ms_per_step", "ms/step"), ("steps_per_s", "steps/s"),
-           ("frames_per_s", "frames/s"), ("gflop_per_step", "GFLOP/step"))
+           ("frames_per_s", "frames/s"), ("gflop_per_step", "GFLOP/step"), ("achieved_tflop_s", "TFLOP/s"),
+           ("mfu", "MFU"))
 
 
 def main() -> None:
@@ -204,6 +224,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="timed steps (0: 20; on CPU 10 tiny, 3 others)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; 1 on CPU)")
     parser.add_argument("--mesh", default="", help='mesh overrides, e.g. "ici_data=1,ici_fsdp=-1"')
+    parser.add_argument("--peak_tflops", type=float, default=0.0,
+                        help="peak TFLOP/s per device for MFU (0: the table's value for known GPUs / TPUs)")
     args = parser.parse_args()
 
     on_cpu = jax.default_backend() == "cpu"
