@@ -87,6 +87,27 @@ def test_batch_size_must_fit_the_mesh(micro_dataset, tmp_path):
         trainer.train_and_evaluate(_config(micro_dataset, batch_size=4), tmp_path)
 
 
+def test_the_logical_batch_rule_places_batches(micro_dataset, tmp_path):
+    """The rules' "batch" entry, not a hard-coded pair of axes, says where batches are split: on a 4 x 2
+    (data, fsdp) mesh with batch -> data only, a batch of 4 trains, split 4 ways and repeated over fsdp."""
+    config = _config(micro_dataset, batch_size=4, num_steps=2)
+    config.mesh.ici_data, config.mesh.ici_fsdp = 4, 2
+    config.mesh.logical_axis_rules = [[name, axes] for name, axes in mesh_lib.DEFAULT_RULES if name != "batch"]
+    with pytest.raises(ValueError, match="no 'batch' entry"):
+        trainer.train_and_evaluate(config, tmp_path / "none")
+    config.mesh.logical_axis_rules = [["batch", ["data"]], *config.mesh.logical_axis_rules]
+    from mirrortalk_jax.data.sources import ClipSource
+    from mirrortalk_jax.runs import loader
+    from mirrortalk_jax.train.compiled import compile_training
+
+    state = trainer.train_and_evaluate(config, tmp_path / "data_only")
+    assert int(state.step) == 2 and np.isfinite(read_metrics(tmp_path / "data_only")[-1]["train/loss"])
+    spec = ClipSource(micro_dataset, "train").spec
+    setup = compile_training(config, loader.recipe(config.model, spec).factory, mesh_lib.create_mesh(config.mesh))
+    assert setup.batch_axes == ("data",)
+    assert setup.batch_sharding.spec == jax.sharding.PartitionSpec(("data",))
+
+
 def test_sigterm_saves_and_exits_cleanly(micro_dataset, tmp_path):
     workdir = tmp_path / "run"
     cmd = [sys.executable, "-m", "mirrortalk_jax.main", f"--config={ROOT}/mirrortalk_jax/configs/synthtalk_regression.py:tiny",

@@ -129,12 +129,14 @@ def example_window(config: ml_collections.ConfigDict, spec: MotionSpec, seconds:
 
 
 def abstract_batch(config: ml_collections.ConfigDict, spec: MotionSpec, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-    sharding = pipeline.batch_sharding(mesh)
+    rules = mesh_lib.logical_rules(config.mesh.logical_axis_rules)
+    sharding = pipeline.batch_sharding(mesh, mesh_lib.batch_axes(rules))
     return {k: jax.ShapeDtypeStruct((config.train.batch_size,) + np.shape(v), np.asarray(v).dtype, sharding=sharding)
             for k, v in example_window(config, spec).items()}
 
 
-def communication_per_step(params: Any, shardings: Any, mesh: Mesh) -> dict[str, float]:
+def communication_per_step(params: Any, shardings: Any, mesh: Mesh,
+                           batch_axes: tuple[str, ...] = ("data", "fsdp")) -> dict[str, float]:
     """Bytes each device sends/receives per train step for the parameters, from their shardings (ring
     collectives: moving an array of size T among k devices costs T (k - 1) / k per device).
 
@@ -145,7 +147,7 @@ def communication_per_step(params: Any, shardings: Any, mesh: Mesh) -> dict[str,
       data x fsdp for replicated parameters, `data` for FSDP ones).
     Activations of tensor parallelism are not included (they depend on the model code, not the shardings).
     """
-    batch_axes = [a for a in ("data", "fsdp") if a in mesh.shape]
+    batch_axes = [a for a in batch_axes if a in mesh.shape]
     totals = dict(param_bytes=0.0, param_all_gather=0.0, grad_reduce_scatter=0.0, grad_all_reduce=0.0)
     for leaf, sharding in zip(jax.tree.leaves(params), jax.tree.leaves(shardings)):
         nbytes = math.prod(leaf.shape) * leaf.dtype.itemsize
@@ -222,7 +224,8 @@ def compile_train_step(config: ml_collections.ConfigDict, topology: str, *, num_
         mesh={k: int(v) for k, v in mesh.shape.items()}, batch_size=int(config.train.batch_size),
         num_params=int(sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract.params))),
         memory=_memory(compiled), hbm_bytes=int(hbm * 2**30) if hbm else None,
-        communication=communication_per_step(setup.abstract.params, setup.shardings.params, mesh),
+        communication=communication_per_step(setup.abstract.params, setup.shardings.params, mesh,
+                                             setup.batch_axes),
         collectives=count_collectives(compiled.as_text()))
 
 

@@ -12,6 +12,7 @@ exactly what training runs:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -36,6 +37,11 @@ class CompiledTraining:
     replicated: NamedSharding
     train_step: Callable  # jitted (state, batch, rng) -> (state, metrics), the state donated
     eval_step: Callable  # jitted (state, batch, rng) -> metrics, EMA parameters when kept
+    batch_axes: tuple[str, ...] = ("data", "fsdp")  # mesh axes of the logical batch axis (the rules' "batch")
+
+    def global_batch(self, local_batch: dict) -> dict[str, jax.Array]:
+        """This process's batch as global arrays split over `batch_axes`."""
+        return pipeline.to_global_batch(local_batch, self.mesh, self.batch_axes)
 
     def init(self, rng: jax.Array) -> state_lib.TrainState:
         """A fresh state, created directly in its sharded layout."""
@@ -59,22 +65,26 @@ def compile_training(config: ml_collections.ConfigDict, factory: Callable[[nnx.R
     data-parallel devices, every `train.param_groups` pattern must match a parameter, and no large parameter
     may stay replicated (`train.max_replicated_param_mb`)."""
     tc = config.train
-    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    rules = mesh_lib.logical_rules(config.mesh.logical_axis_rules)
+    batch_axes = mesh_lib.batch_axes(rules)  # the rules' "batch" entry: inputs and activations split over these
+    batch_shards = math.prod(mesh.shape[a] for a in batch_axes)
     if tc.batch_size % batch_shards:
-        raise ValueError(f"train.batch_size={tc.batch_size} must divide by the data*fsdp mesh size {batch_shards}")
+        raise ValueError(f"train.batch_size={tc.batch_size} must divide by the {'*'.join(batch_axes)} mesh size "
+                         f"{batch_shards} (the logical batch axis)")
     training = state_lib.make_training(factory, tc, init_from=init_from)
     abstract = jax.eval_shape(training.init, jax.random.key(0))
     unmatched = [p for p, n in param_groups.matched_groups(abstract.params, training.param_groups).items() if n == 0]
     if unmatched:
         raise ValueError(f"train.param_groups patterns {unmatched} match no parameter of model {config.model.name!r}")
-    shardings = state_lib.state_shardings(abstract, mesh, mesh_lib.logical_rules(config.mesh.logical_axis_rules))
+    shardings = state_lib.state_shardings(abstract, mesh, rules)
     sharding_guard.check_parameters_sharded(abstract.params, shardings.params, mesh,
                                             max_replicated_mb=tc.max_replicated_param_mb)
-    batch_sharding = pipeline.batch_sharding(mesh)
+    batch_sharding = pipeline.batch_sharding(mesh, batch_axes)
     replicated = NamedSharding(mesh, PartitionSpec())
     train_step = jax.jit(state_lib.make_train_step(training.graphdef, training.tx, training.schedule, tc.ema_decay),
                          in_shardings=(shardings, batch_sharding, replicated),
                          out_shardings=(shardings, replicated), donate_argnums=0)
     eval_step = jax.jit(state_lib.make_eval_step(training.graphdef, training.use_ema),
                         in_shardings=(shardings, batch_sharding, replicated), out_shardings=replicated)
-    return CompiledTraining(training, mesh, abstract, shardings, batch_sharding, replicated, train_step, eval_step)
+    return CompiledTraining(training, mesh, abstract, shardings, batch_sharding, replicated, train_step, eval_step,
+                            batch_axes)

@@ -70,3 +70,17 @@ def logical_rules(config_rules: Sequence[Sequence] | None = None) -> tuple[tuple
     if not config_rules:
         return DEFAULT_RULES
     return tuple((str(name), tuple(axes) if isinstance(axes, list) else axes) for name, axes in config_rules)
+
+
+def batch_axes(rules: Sequence[Sequence]) -> tuple[str, ...]:
+    """The mesh axes the logical `batch` axis maps to (the rules' "batch" entry): where every global batch (inputs,
+    activations) is split. A rules table without one is refused."""
+    for name, axes in rules:
+        if name == "batch":
+            found = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            unknown = [a for a in found if a not in MESH_AXES]
+            if unknown:
+                raise ValueError(f"logical rule batch -> {found}: {unknown} are not mesh axes {MESH_AXES}")
+            return found
+    raise ValueError("mesh.logical_axis_rules has no 'batch' entry: name the mesh axes the batch is split over, "
+                     "e.g. ('batch', ('data', 'fsdp'))")

@@ -65,7 +65,7 @@ class Samples:
 SamplesHook = Callable[[Samples], dict[str, float]]  # -> metrics logged under eval/sample/
 
 
-def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, rng, step: int, workdir: Path,
+def _evaluate(setup, sample_step, state, source: ClipSource, config, rng, step: int, workdir: Path,
               on_samples: SamplesHook | None, writer: MetricWriter | None = None) -> dict[str, float]:
     """Mean metrics over a fixed set of held-out windows (the same windows at every evaluation).
 
@@ -75,8 +75,8 @@ def _evaluate(eval_step, sample_step, state, source: ClipSource, config, mesh, r
     ds = pipeline.training_dataset(source, window, batch_size=config.train.batch_size, seed=config.train.seed)
     totals: dict[str, float] = {}
     for i, local in enumerate(itertools.islice(iter(ds), config.train.eval_batches)):
-        batch = pipeline.to_global_batch(local, mesh)
-        metrics = jax.device_get(eval_step(state, batch, rng))
+        batch = setup.global_batch(local)
+        metrics = jax.device_get(setup.eval_step(state, batch, rng))
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + float(v) / config.train.eval_batches
         if sample_step is None or on_samples is None or i:
@@ -148,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         with tqdm(total=tc.num_steps, initial=start, desc="train", unit="step",
                   disable=jax.process_index() != 0) as bar:
             for step in range(start + 1, tc.num_steps + 1):
-                batch = pipeline.to_global_batch(next(train_iter), mesh)
+                batch = setup.global_batch(next(train_iter))
                 profiler.before(step)
                 state, metrics = setup.train_step(state, batch, step_rng)
                 profiler.after(step, state)
@@ -163,8 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                         raise FloatingPointError(f"{streak} consecutive steps had a non-finite loss or gradient "
                                                  f"(last at step {step}); parameters are from before them")
                 if eval_source is not None and step % tc.eval_every == 0:
-                    writer.write(step, _evaluate(setup.eval_step, sample_step, state, eval_source, config, mesh,
-                                                 step_rng, step, workdir, on_samples, writer), prefix="eval/")
+                    writer.write(step, _evaluate(setup, sample_step, state, eval_source, config, step_rng, step,
+                                                 workdir, on_samples, writer), prefix="eval/")
                 ckpt.save(step, state, train_iter, meta)
                 if preemption.should_stop(step):
                     break
