@@ -1,4 +1,5 @@
-"""The one masked-attention kernel every model uses: softmax(q k^T [x scale], invalid keys filled) v.
+"""The masked-attention kernel of the ports: softmax(q k^T [x scale], invalid keys filled) v. (This project's own
+models call jax.nn.dot_product_attention instead, layers.Attention: fused kernels where the platform has them.)
 
 Each model keeps what its original does around the kernel (its projections and weight layout, where it scales:
 PyTorch and Hugging Face scale q before the product, MimicTalk scales the logits, and its fill value), so the
@@ -21,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FILL_NATIVE = -1e9  # this project's own models
 FILL_TORCH = -1e30  # the PyTorch ports (their -inf, kept finite)
 FILL_FLOAT32_MIN = float(np.finfo(np.float32).min)  # masked_fill(-finfo.max) in MimicTalk and Hugging Face
 

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mirrortalk_jax.models.nn import attention
 
 _zeros = nnx.initializers.zeros
 _ones = nnx.initializers.ones
@@ -118,7 +117,10 @@ class Attention(nnx.Module):
         k, v = kv[..., :hd], kv[..., hd:]
         if mask is not None and mask.ndim == 2:
             mask = mask[:, None, None, :]
-        out = attention.attention(q, k, v, mask, fill=attention.FILL_NATIVE, logits_dtype=jnp.float32)
+        # jax's fused attention (cuDNN flash attention on GPU for bf16/fp16, XLA elsewhere; float32 logits and
+        # softmax): this project's own models need no parity with a torch original (the ports keep
+        # attention.attention). q is already scaled.
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0)
         return jnp.einsum("bqhd,hde->bqe", out, self.wo[...])
 
 
