@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mirrortalk_jax.data import schema
+from mirrortalk_jax.data import publishing, schema
 from mirrortalk_jax.data.sources import ClipSource, load_info
 from mirrortalk_jax.models import registry
 from mirrortalk_jax.models.renderer import personalized
@@ -169,14 +170,15 @@ def personalize(renderer: str | os.PathLike, video: str | os.PathLike, out: str 
     trainer.train_and_evaluate(config, out / "run")
     result = out / "renderer"
     if not converted.is_converted(result) or converted.load_meta(result).get("step") != settings.steps:
-        if result.exists():
-            import shutil
-
-            shutil.rmtree(result)  # an earlier, shorter adaptation's result
         run = loader.load_model(out / "run", what="personalized run")
         model, model_config = personalized.merged(run.model, run.model_config)
-        converted.save(result, nnx.state(model), model_config=model_config, motion_spec=base.spec,
+        # Written beside the result, then swapped in by one rename: an earlier (shorter) adaptation's result
+        # stays whole until the new one is complete.
+        staged = out / f".renderer.step{run.step}"
+        shutil.rmtree(staged, ignore_errors=True)  # left by a run stopped between the save and the swap
+        converted.save(staged, nnx.state(model), model_config=model_config, motion_spec=base.spec,
                        source=f"{renderer} adapted to {video} ({run.step} steps), LoRA merged",
                        extra={"motion_basis": base.motion_basis, "step": run.step,
                               "settings": dataclasses.asdict(settings)})
+        publishing.publish(staged, result)
     return Result(data, out / "run", result, Path(renderer))

@@ -54,8 +54,6 @@ def default_config(base_model: ml_collections.ConfigDict | None = None, *, rank:
 class PersonalizedRenderer(nnx.Module):
     """See the module docstring. `renderer`: the base renderer (weights as trained; frozen here)."""
 
-    training_only = ()  # the base's objective lives under `renderer`; export takes `merged` (see export/renderers)
-
     def __init__(self, config: ml_collections.ConfigDict, renderer: nnx.Module, motion_dim: int,
                  rngs: nnx.Rngs):
         for name in vars(renderer).copy():
