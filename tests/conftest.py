@@ -39,3 +39,23 @@ def syncnet_dir(tmp_path_factory):
     assert tool.main(["--checkpoint", str(root / "tests" / "fixtures" / "syncnet" / "weights.safetensors"),
                       "--out", str(out), "--config", "mirrortalk_jax/configs/released/syncnet.py:tiny"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """gs://BUCKET/<unique folder> on a Cloud Storage emulator on loopback (tests/gcs_emulator.py), with the
+    process's environment pointing gcsfs and tensorstore at it. Yields the folder's URI."""
+    from tests import gcs_emulator
+
+    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    with gcs_emulator.running(str(log)) as endpoint:
+        saved = {k: os.environ.get(k) for k in gcs_emulator.variables(endpoint)}
+        os.environ.update(gcs_emulator.variables(endpoint))
+        try:
+            yield f"gs://{gcs_emulator.BUCKET}/{os.getpid()}"
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 # Lowest first. Packages in one tuple share a layer and must not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("safe_paths", "base_config"),
+    ("safe_paths", "base_config", "storage"),
     ("data",),
     ("objectives",),
     ("models",),

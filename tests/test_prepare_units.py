@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import pytest
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data import schema
 from mirrortalk_jax.data.faces import backend, layout
 from mirrortalk_jax.data.faces.landmarker import FaceObservation
@@ -191,5 +192,5 @@ def test_dlib68_layout_and_eye_mouth_measures_on_a_synthetic_mesh():
 
 
 def test_uris_are_told_from_local_paths():
-    assert inputs._is_uri("gs://bucket/HDTF") and inputs._is_uri("s3://b/x.mp4")
-    assert not any(inputs._is_uri(p) for p in ("clip.mp4", "/data/a://b.mp4", "file:///data/x.mp4", "C:/x.mp4"))
+    assert storage.is_remote("gs://bucket/HDTF") and storage.is_remote("s3://b/x.mp4")
+    assert not any(storage.is_remote(p) for p in ("clip.mp4", "/data/a://b.mp4", "file:///data/x.mp4", "C:/x.mp4"))

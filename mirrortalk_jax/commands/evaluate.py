@@ -75,6 +75,7 @@ def _faces(args, dataset_spec, stack):
 
 
 def _evaluate(args, stack: contextlib.ExitStack) -> int:
+    from mirrortalk_jax import storage
     from mirrortalk_jax.data.sources import ClipSource
     from mirrortalk_jax.evaluate import fid as fid_lib
     from mirrortalk_jax.evaluate import results_table, style_similarity, suite
@@ -87,7 +88,7 @@ def _evaluate(args, stack: contextlib.ExitStack) -> int:
                               image_metrics=not args.no_image_metrics)
     first = loader.stored_model(models[0][1] if models else args.regression).config
     reference_frames = int(first.data.get("reference_frames", 64))
-    dataset_dir = Path(args.dataset_dir)
+    dataset_dir = storage.path(args.dataset_dir)
     splits = [suite.load_split(dataset_dir, s, first.data.audio_feature, reference_frames,
                                max_clips=args.max_clips) for s in args.splits.split(",")]
     judge_config = loader.stored_model(models[0][1]).config if models else None

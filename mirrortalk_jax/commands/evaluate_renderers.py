@@ -13,7 +13,6 @@ from __future__ import annotations
 
 
 def _run(args) -> int:
-    from pathlib import Path
 
     from mirrortalk_jax.commands.evaluate import named_runs
     from mirrortalk_jax.data.sources import ClipSource
@@ -37,7 +36,7 @@ def _run(args) -> int:
     rows: dict[str, dict[str, dict]] = {}
     try:
         for split in args.splits.split(","):
-            source = ClipSource(Path(args.dataset_dir), split)
+            source = ClipSource(args.dataset_dir, split)
             for name, run in renderers:  # refuse a renderer of another motion space before rendering anything
                 width = run.spec.dim if run.spec is not None else run.model_config.get("coeff_nc")
                 if width != source.spec.dim:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data import schema, video
 from mirrortalk_jax.data.sources import ClipSource, load_info, motion_spec_of
 
@@ -16,7 +17,7 @@ def summarize(dataset_dir: str | os.PathLike) -> str:
     """Counts, durations, speakers, motion space and schema of every split, as printable text."""
     info = load_info(dataset_dir)
     spec = motion_spec_of(info)
-    lines = [f"dataset: {info.full_name} at {Path(dataset_dir).expanduser()}",
+    lines = [f"dataset: {info.full_name} at {storage.path(dataset_dir)}",
              f"motion space: {spec.name} ({spec.dim} channels at {spec.fps:g} fps)"]
     lines += [f"  {group}: {', '.join(channels)}" for group, channels in spec.groups.items()]
     total_records = 0

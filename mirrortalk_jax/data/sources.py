@@ -3,6 +3,11 @@
 `ClipSource` is a Grain random-access data source over one split of a dataset directory written by a TFDS
 builder in ArrayRecord format (SynthTalk, or a real corpus converted to the same schema). It checks every
 shard up front, decodes records with the dataset's own feature spec and validates them against the schema.
+
+A dataset on an object store (gs://...) is read in place for its metadata; ArrayRecord's reader only opens local
+files, so each process copies a shard to its local cache (storage.cache_dir) the first time it reads a record
+of it, and checks the copy's record count then. The shards a process never reads are never copied (the input
+pipeline gives each process its own records). A bucket mounted with gcsfuse is a local path and is read in place.
 """
 
 from __future__ import annotations
@@ -11,13 +16,17 @@ import bisect
 import json
 import logging
 import os
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 from array_record.python import array_record_data_source, array_record_module
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data import schema
 from mirrortalk_jax.data.motion_spec import MotionSpec
 
@@ -29,7 +38,7 @@ class DatasetError(ValueError):
 
 
 def load_info(dataset_dir: str | os.PathLike) -> tfds.core.DatasetInfo:
-    path = Path(dataset_dir).expanduser()
+    path = storage.path(dataset_dir)
     if not (path / "dataset_info.json").exists():
         hint = " (it exists but has no dataset_info.json: an incomplete build?)" if path.exists() else ""
         raise DatasetError(f"no dataset at {path}{hint}; build one with `mirrortalk data build`")
@@ -59,7 +68,8 @@ class ClipSource:
     def __init__(self, dataset_dir: str | os.PathLike, split: str, *, on_bad_record: str = "raise"):
         if on_bad_record not in ("raise", "skip"):
             raise ValueError(f"on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
-        self.dataset_dir = Path(dataset_dir).expanduser()
+        self.dataset_dir = storage.path(dataset_dir)
+        self.remote = storage.is_remote(self.dataset_dir)
         self.split = split
         self.on_bad_record = on_bad_record
         self.bad_records = 0
@@ -69,26 +79,36 @@ class ClipSource:
                                f"splits: {sorted(self.info.splits.keys())}")
         self.spec = motion_spec_of(self.info)
         split_info = self.info.splits[split]
-        self.paths = [str(p) for p in split_info.filepaths]
+        self.paths = [os.fspath(p) for p in split_info.filepaths]
         self.shard_lengths = [int(n) for n in split_info.shard_lengths]
-        self._check_shards()
+        for path, expected in zip(self.paths, self.shard_lengths, strict=True):
+            if not storage.path(path).exists():
+                raise DatasetError(f"missing shard {path} of split {self.split!r} ({expected} records expected)")
+            if not self.remote:  # remote shards are checked when they are copied
+                _check_shard(path, path, expected)
         self._starts = np.cumsum([0] + self.shard_lengths).tolist()
-        self._reader = array_record_data_source.ArrayRecordDataSource(self.paths)
+        self._local_paths = [_cached_name(p) for p in self.paths] if self.remote else list(self.paths)
+        self._staged = [not self.remote] * len(self.paths)
+        self._stage_lock = threading.Lock()
+        # "file[start:end]" gives the reader each shard's length without opening it (a remote shard is not here yet).
+        self._reader = array_record_data_source.ArrayRecordDataSource(
+            [f"{local}[0:{n}]" for local, n in zip(self._local_paths, self.shard_lengths, strict=True)])
         self._features = self.info.features
 
-    def _check_shards(self) -> None:
-        for path, expected in zip(self.paths, self.shard_lengths, strict=True):
-            if not os.path.exists(path):
-                raise DatasetError(f"missing shard {path} of split {self.split!r} ({expected} records expected)")
-            try:
-                reader = array_record_module.ArrayRecordReader(path)
-                found = reader.num_records()
-                reader.close()
-            except Exception as e:  # the C++ reader raises RuntimeError/ValueError on corruption
-                raise DatasetError(f"corrupt shard {path}: not a readable ArrayRecord file ({e})") from e
-            if found != expected:
-                raise DatasetError(f"shard {path} holds {found} records, its dataset_info says {expected}: "
-                                   "an incomplete or overwritten shard")
+    def _stage(self, shard: int) -> None:
+        """Copies remote shard `shard` to the local cache (once per process; a cached copy of the same size is
+        reused) and checks its record count."""
+        with self._stage_lock:
+            if self._staged[shard]:
+                return
+            remote, local = storage.path(self.paths[shard]), Path(self._local_paths[shard])
+            if not (local.is_file() and local.stat().st_size == storage.size(remote)):
+                local.parent.mkdir(parents=True, exist_ok=True)
+                partial = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
+                storage.download(remote, partial)
+                os.replace(partial, local)  # whole or absent: other processes share the cache
+            _check_shard(self.paths[shard], local, self.shard_lengths[shard])
+            self._staged[shard] = True
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -102,6 +122,8 @@ class ClipSource:
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"record {index} out of range for split {self.split!r} with {len(self)} records")
+        if self.remote:
+            self._stage(bisect.bisect_right(self._starts, index) - 1)
         try:
             raw = self._reader[index]
             record = self._features.deserialize_example_np(raw)
@@ -159,9 +181,28 @@ def scan_clip_index(source: ClipSource) -> list[dict[str, Any]]:
     return index
 
 
-def write_clip_index(dataset_dir: str | os.PathLike, split: str) -> Path:
+def _cached_name(uri: str) -> str:
+    """The local cache file of the remote shard `uri` (one folder per dataset, so names stay readable)."""
+    folder, name = uri.rsplit("/", 1)
+    return os.fspath(storage.cache_dir("shards", folder) / name)
+
+
+def _check_shard(name: str, local: str | os.PathLike, expected: int) -> None:
+    """Raises DatasetError unless the ArrayRecord file `local` (shard `name`) holds `expected` records."""
+    try:
+        reader = array_record_module.ArrayRecordReader(os.fspath(local))
+        found = reader.num_records()
+        reader.close()
+    except Exception as e:  # the C++ reader raises RuntimeError/ValueError on corruption
+        raise DatasetError(f"corrupt shard {name}: not a readable ArrayRecord file ({e})") from e
+    if found != expected:
+        raise DatasetError(f"shard {name} holds {found} records, its dataset_info says {expected}: "
+                           "an incomplete or overwritten shard")
+
+
+def write_clip_index(dataset_dir: str | os.PathLike, split: str) -> epath.Path:
     """Scans a split once and stores its clip index next to the shards."""
     source = ClipSource(dataset_dir, split)
-    path = Path(dataset_dir) / _INDEX_FILE.format(split=split)
+    path = storage.path(dataset_dir) / _INDEX_FILE.format(split=split)
     path.write_text(json.dumps(scan_clip_index(source)))
     return path

@@ -23,9 +23,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 
-from mirrortalk_jax import safe_paths
+from mirrortalk_jax import safe_paths, storage
 from mirrortalk_jax.export import runtime
 from mirrortalk_jax.export.runtime import BATCH, FORMAT
 
@@ -67,14 +68,14 @@ def _shape_json(aval) -> list[int | str]:
 
 def export_model(model: nnx.Module, spec: ExportSpec, out_dir: str | os.PathLike, *, model_name: str,
                  platforms: Sequence[str] = DEFAULT_PLATFORMS, model_config: Mapping[str, Any] | None = None,
-                 source: Mapping[str, Any] | None = None) -> Path:
+                 source: Mapping[str, Any] | None = None) -> epath.Path:
     """Writes the artifact folder `out_dir` (which must not exist or be empty) and returns its path.
 
     `model_config` and `source` (e.g. {"checkpoint": name, "sha256": ...}) are recorded in the manifest.
     """
-    out_dir = Path(out_dir).expanduser().absolute()
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output folder")
+    target = storage.path(out_dir)  # local or gs://
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists and is not empty; choose a new output folder")
     graphdef, variables, rest = nnx.split(model, nnx.Not(nnx.RngState), ...)
     flat = list(nnx.to_flat_state(variables))
     names = ["/".join(map(str, path)) for path, _ in flat]
@@ -96,7 +97,13 @@ def export_model(model: nnx.Module, spec: ExportSpec, out_dir: str | os.PathLike
             raise ValueError(f"output {out.name}: the computation gives {got} {produced[out.name].dtype}, "
                              f"the spec says {list(out.shape)} {out.dtype}")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with storage.local_folder(target, last=(runtime.MANIFEST,)) as out_dir:
+        _write_files(out_dir, exported, weights, spec, model_name, model_config, source)
+    return target
+
+
+def _write_files(out_dir: Path, exported: jax.export.Exported, weights: dict[str, np.ndarray], spec: ExportSpec,
+                 model_name: str, model_config: Mapping[str, Any] | None, source: Mapping[str, Any] | None) -> None:
     (out_dir / COMPUTATION_FILE).write_bytes(exported.serialize())
     np.savez(out_dir / WEIGHTS_FILE, **weights)
     manifest = {
@@ -116,9 +123,8 @@ def export_model(model: nnx.Module, spec: ExportSpec, out_dir: str | os.PathLike
         "created_with": {"mirrortalk_jax": _version("mirrortalk_jax"), "jax": jax.__version__,
                          "jaxlib": _version("jaxlib"), "flax": _version("flax")},
     }
-    # Written last: a folder with manifest.json is a complete artifact.
+    # Written last (and uploaded last): a folder with manifest.json is a complete artifact.
     (out_dir / runtime.MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
-    return out_dir
 
 
 def _file_entry(out_dir: Path, name: str) -> dict[str, Any]:
@@ -146,7 +152,11 @@ def _json_default(value):
 
 def directory_sha256(directory: str | os.PathLike) -> str:
     """One digest of a folder's files (relative paths and contents), e.g. a converted checkpoint."""
-    directory = Path(directory)
-    lines = [f"{p.relative_to(directory).as_posix()} {runtime.file_sha256(p)}"
-             for p in sorted(directory.rglob("*")) if p.is_file()]
+    directory = storage.path(directory)
+    lines = [f"{p.relative_to(directory).as_posix()} {_sha256(p)}" for p in storage.files_under(directory)]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _sha256(file: epath.Path) -> str:
+    with file.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

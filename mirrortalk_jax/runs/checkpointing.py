@@ -26,8 +26,6 @@ import json
 import logging
 import os
 import re
-import shutil
-from pathlib import Path
 from typing import Any
 
 import grain
@@ -36,6 +34,8 @@ import optax
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
+
+from mirrortalk_jax import storage
 
 _ITER_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 CHECKSUM_FILE = "checksums.json"
@@ -58,7 +58,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, every: int = 1000,
                  async_save: bool = True):
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = storage.path(directory)  # local or gs://
         self.every = every
         # The interval is decided here (see `save`), not by Orbax, whose policy also saves the very first step.
         self.manager = ocp.CheckpointManager(
@@ -71,8 +71,8 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def step_dir(self, step: int) -> Path:
-        return Path(self.directory) / str(step)
+    def step_dir(self, step: int) -> epath.Path:
+        return self.directory / str(step)
 
     def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None, meta: dict, *,
              force: bool = False) -> bool:
@@ -183,16 +183,16 @@ class Checkpointer:
                                 step, self._quarantine(step), older[-1])
         return None
 
-    def _quarantine(self, step: int) -> Path:
+    def _quarantine(self, step: int) -> epath.Path:
         """Moves step `step` out of the checkpoint directory (process 0; the others wait for it)."""
-        target = Path(f"{self.directory}-corrupt") / str(step)
+        target = self.directory.parent / f"{self.directory.name}-corrupt" / str(step)
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
             suffix = 0
             while target.exists():
                 suffix += 1
                 target = target.with_name(f"{step}.{suffix}")
-            shutil.move(self.step_dir(step), target)
+            storage.move_folder(self.step_dir(step), target)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"checkpoint_quarantine_{step}")
         self.manager.reload()
@@ -200,14 +200,14 @@ class Checkpointer:
 
     def saved_iterator_states(self, step: int) -> dict[tuple[int, int], Any]:
         """{(process index, process count): iterator state} of the data_iter files saved at `step`."""
-        directory = epath.Path(self.directory) / str(step) / "data_iter"
+        directory = self.step_dir(step) / "data_iter"
         if not directory.exists():
             return {}
         states = {}
         for path in directory.iterdir():
             match = _ITER_FILE.fullmatch(path.name)
             if match:
-                states[(int(match[1]), int(match[2]))] = _read_json(Path(os.fspath(path)), step)
+                states[(int(match[1]), int(match[2]))] = _read_json(path, step)
         return states
 
     def saved_meta(self, step: int) -> dict:
@@ -230,33 +230,35 @@ def _fallback_hint(older: list[int]) -> str:
             "that verifies (see docs/training.md)")
 
 
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
+def _file_sha256(path: epath.Path) -> str:
+    with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _step_files(step_dir: Path) -> list[Path]:
-    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
+def _step_files(step_dir: epath.Path) -> list[epath.Path]:
+    return [p for p in storage.files_under(step_dir) if p.name != CHECKSUM_FILE]
 
 
-def write_checksums(step_dir: Path, step: int) -> None:
+def write_checksums(step_dir: epath.Path, step: int) -> None:
     """`step_dir/checksums.json`: {relative path: {"size", "sha256"}} of every file of the committed step.
 
     Written to a temporary name and renamed, so a run stopped meanwhile leaves no checksum file (the step then
     restores unverified, with a warning) rather than a partial one that would condemn a healthy checkpoint.
     """
-    files = {p.relative_to(step_dir).as_posix(): {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+    step_dir = epath.Path(step_dir)
+    files = {p.relative_to(step_dir).as_posix(): {"size": storage.size(p), "sha256": _file_sha256(p)}
              for p in _step_files(step_dir)}
     tmp = step_dir / f".{CHECKSUM_FILE}.tmp"
     tmp.write_text(json.dumps({"step": step, "algorithm": "sha256", "files": files}, indent=1))
-    os.replace(tmp, step_dir / CHECKSUM_FILE)
+    storage.replace(tmp, step_dir / CHECKSUM_FILE)
 
 
-def verify_checksums(step_dir: Path, step: int) -> bool:
+def verify_checksums(step_dir: epath.Path, step: int) -> bool:
     """Checks every file recorded in `step_dir/checksums.json`; False when the step has no such file.
 
     Files added after the seal are not judged: only what was there at save time is known to be right.
     """
+    step_dir = epath.Path(step_dir)
     record = step_dir / CHECKSUM_FILE
     if not record.exists():
         return False
@@ -271,11 +273,11 @@ def verify_checksums(step_dir: Path, step: int) -> bool:
     return True
 
 
-def _file_problem(path: Path, size: int, sha256: str, record: Path) -> str | None:
+def _file_problem(path: epath.Path, size: int, sha256: str, record: epath.Path) -> str | None:
     """What is wrong with `path` against the size and sha256 recorded at save time, or None."""
     if not path.is_file():
         return f"is missing ({size} bytes at save time, recorded in {record})"
-    actual = path.stat().st_size
+    actual = storage.size(path)
     if actual == 0 and size:
         return f"is empty ({size} bytes at save time)"
     if actual < size:
@@ -288,7 +290,7 @@ def _file_problem(path: Path, size: int, sha256: str, record: Path) -> str | Non
     return None
 
 
-def _read_json(path: Path, step: int) -> Any:
+def _read_json(path: epath.Path, step: int) -> Any:
     """The parsed JSON file `path` of checkpoint step `step`; a `CorruptCheckpointError` naming it if unreadable."""
     text = path.read_text()
     if not text.strip():

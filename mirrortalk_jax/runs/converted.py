@@ -15,15 +15,16 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data.motion_spec import MotionSpec
 
 FORMAT = "mirrortalk_jax.converted/1"
@@ -35,16 +36,16 @@ class CheckpointError(ValueError):
 
 
 def is_converted(directory: str | os.PathLike) -> bool:
-    return (Path(directory) / META_FILE).is_file()
+    return (storage.path(directory) / META_FILE).is_file()
 
 
-def _refuse_existing(directory: Path) -> None:
+def _refuse_existing(directory: epath.Path) -> None:
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise FileExistsError(f"{directory} exists and is not empty; choose a new output folder")
 
 
 @contextlib.contextmanager
-def new_folder(directory: str | os.PathLike) -> Iterator[Path]:
+def new_folder(directory: str | os.PathLike) -> Iterator[epath.Path]:
     """Writes an output folder completely or not at all.
 
         with converted.new_folder(out) as tmp:     # tmp: an empty folder next to `out`
@@ -54,9 +55,17 @@ def new_folder(directory: str | os.PathLike) -> Iterator[Path]:
     empty folder is replaced. The temporary folder (`.<name>.partial-<random>`, in the same parent, so the final
     rename stays on one file system) is removed if the block raises: a failed conversion leaves nothing at
     `directory` and never touches what was there. Nested uses (a folder of converted checkpoints) compose.
+
+    On an object store (gs://), which cannot rename, the folder is written locally and uploaded with its
+    META_FILE last: readers take a folder with model.json as complete (`is_converted`).
     """
-    directory = Path(directory).expanduser().absolute()
+    directory = storage.path(directory)
     _refuse_existing(directory)
+    if storage.is_remote(directory):
+        with storage.local_folder(directory, last=(META_FILE,)) as local:
+            yield epath.Path(local)
+            _refuse_existing(directory)
+        return
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.partial-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
@@ -72,10 +81,10 @@ def new_folder(directory: str | os.PathLike) -> Iterator[Path]:
 
 
 def save(directory: str | os.PathLike, variables: nnx.State, *, model_config: ml_collections.ConfigDict | dict,
-         motion_spec: MotionSpec | None = None, source: str = "", extra: dict[str, Any] | None = None) -> Path:
+         motion_spec: MotionSpec | None = None, source: str = "", extra: dict[str, Any] | None = None) -> epath.Path:
     """Writes variables + metadata (through `new_folder`: all or nothing); refuses to overwrite an existing
     checkpoint."""
-    directory = Path(directory).expanduser().absolute()
+    directory = storage.path(directory)
     config = model_config.to_dict() if isinstance(model_config, ml_collections.ConfigDict) else dict(model_config)
     meta = {"format": FORMAT, "config": {"model": config}, "source": str(source),
             "motion_spec": motion_spec.to_json() if motion_spec is not None else None, **(extra or {})}
@@ -95,7 +104,7 @@ def _json_default(value):
 
 
 def load_meta(directory: str | os.PathLike) -> dict[str, Any]:
-    path = Path(directory) / META_FILE
+    path = storage.path(directory) / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {directory} is not a converted checkpoint")
     meta = json.loads(path.read_text())
@@ -118,7 +127,7 @@ def restore(directory: str | os.PathLike, abstract: nnx.State) -> nnx.State:
 
     A checkpoint of another architecture or size raises CheckpointError naming the differing entries.
     """
-    directory = Path(directory).expanduser().absolute()
+    directory = storage.path(directory)
     load_meta(directory)
     target = nnx.to_pure_dict(abstract)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -133,7 +142,7 @@ def restore(directory: str | os.PathLike, abstract: nnx.State) -> nnx.State:
     return state
 
 
-def _check_same_tree(directory: Path, saved: Any, target: Any) -> None:
+def _check_same_tree(directory: epath.Path, saved: Any, target: Any) -> None:
     def flat(tree):
         # Orbax stores integer keys (list indices) as strings: compare "/"-joined paths.
         return {"/".join(str(getattr(k, "key", k)) for k in p): tuple(getattr(leaf, "shape", ()) or ())

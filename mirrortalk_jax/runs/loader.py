@@ -15,14 +15,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.models import abstract, registry
 from mirrortalk_jax.runs import checkpointing, converted
@@ -50,7 +51,7 @@ class StoredModel:
     spec: MotionSpec | None  # None: a converted checkpoint that records no motion space
     parts: Mapping[str, Any]  # {part: stored part} the model was built with (see `Recipe.parts`)
     step: int
-    run_dir: Path
+    run_dir: epath.Path  # local or gs://
     motion_basis: str | None = None  # the dataset's fitted mesh basis (JSON) for a real-face motion space
 
     @property
@@ -59,10 +60,10 @@ class StoredModel:
 
 
 def is_training_run(path: str | os.PathLike) -> bool:
-    return (Path(path).expanduser() / "checkpoints").is_dir()
+    return (storage.path(path) / "checkpoints").is_dir()
 
 
-def _open(run_dir: Path) -> checkpointing.Checkpointer:
+def _open(run_dir: epath.Path) -> checkpointing.Checkpointer:
     ckpt = checkpointing.Checkpointer(run_dir / "checkpoints", async_save=False)
     if ckpt.latest_step() is None:
         ckpt.close()
@@ -76,7 +77,7 @@ def stored_model(path: str | os.PathLike, *, expect: str | None = None, what: st
 
     expect: the registry model name it must hold (e.g. "pirenderer"); `what` names `path` in messages.
     """
-    path = Path(path).expanduser()
+    path = storage.path(path)
     if converted.is_converted(path):
         meta = converted.load_meta(path)
         stored = StoredModel(ml_collections.ConfigDict(meta["config"]), converted.motion_spec(path),

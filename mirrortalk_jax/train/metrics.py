@@ -3,6 +3,9 @@
 
 A run resumed from step S replays the steps after S, so their JSONL rows from before the interruption are dropped
 first; TensorBoard shows the replayed points after the old ones (it keeps the last value per step).
+
+A gs:// workdir cannot be appended to: both files are written to a local mirror (storage.Mirror) that is
+uploaded at most every `push_secs` seconds, at `flush` (the trainer calls it after each evaluation) and at close.
 """
 
 from __future__ import annotations
@@ -11,28 +14,36 @@ import io
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import jax
 import numpy as np
 from PIL import Image
 
+from mirrortalk_jax import storage
+
+
+METRICS_FILE = "metrics.jsonl"
+
 
 class MetricWriter:
-    def __init__(self, workdir: str | os.PathLike, *, enabled: bool | None = None, resume_step: int | None = None):
+    def __init__(self, workdir: str | os.PathLike, *, enabled: bool | None = None, resume_step: int | None = None,
+                 push_secs: float = 60.0):
         """`resume_step`: the step the run resumes from (0 for a fresh start); rows after it are dropped."""
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.path = os.path.join(os.fspath(workdir), "metrics.jsonl")
-        if self.enabled:
-            os.makedirs(workdir, exist_ok=True)
-        if self.enabled and resume_step is not None:
+        self._mirror = storage.Mirror(workdir, pull=(METRICS_FILE,)) if self.enabled else None
+        self._file = self._events = None
+        self.push_secs, self._pushed_at = push_secs, time.monotonic()
+        if not self.enabled:
+            return
+        self.path = self._mirror.local / METRICS_FILE
+        if resume_step is not None:
             drop_rows_after(self.path, resume_step)
-        self._file = open(self.path, "a", encoding="utf-8") if self.enabled else None
-        self._events = None
-        if self.enabled:
-            from tensorboardX import SummaryWriter
+        self._file = open(self.path, "a", encoding="utf-8")
+        from tensorboardX import SummaryWriter
 
-            self._events = SummaryWriter(os.fspath(workdir), flush_secs=30)
+        self._events = SummaryWriter(os.fspath(self._mirror.local), flush_secs=30)
 
     def write(self, step: int, scalars: dict[str, Any], prefix: str = "") -> None:
         if not self.enabled:
@@ -42,6 +53,16 @@ class MetricWriter:
         self._file.flush()
         for name, value in values.items():
             self._events.add_scalar(name, value, int(step))
+        if time.monotonic() - self._pushed_at > self.push_secs:
+            self.flush()
+
+    def flush(self) -> None:
+        """Makes what was written so far visible in the workdir (uploads it for a gs:// workdir)."""
+        if not self.enabled:
+            return
+        self._events.flush()
+        self._mirror.push()
+        self._pushed_at = time.monotonic()
 
     def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
         """{name: (H, W, 3) or (N, H, W, 3) uint8}: one image (a batch as a grid row) per name."""
@@ -75,6 +96,9 @@ class MetricWriter:
             self._file.close()
         if self._events is not None:
             self._events.close()
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
 
 
 def _check_uint8_rgb(frames: np.ndarray, name: str) -> None:
@@ -118,6 +142,5 @@ def _parse_row(line: str) -> dict | None:
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, float]]:
-    path = os.path.join(os.fspath(workdir), "metrics.jsonl")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = (storage.path(workdir) / METRICS_FILE).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 from clu import parameter_overview as clu_overview
 from flax import nnx
+
+from mirrortalk_jax import storage
 
 
 def parameter_overview(params: Any) -> str:
@@ -31,27 +32,31 @@ class Profiler:
     `logdir`; start 0 or steps 0: off. Process 0 only."""
 
     def __init__(self, logdir: str | os.PathLike, start: int = 0, steps: int = 0):
-        self.logdir, self.start, self.steps = Path(logdir), int(start), int(steps)
+        self.logdir, self.start, self.steps = storage.path(logdir), int(start), int(steps)
         self.enabled = self.start > 0 and self.steps > 0 and jax.process_index() == 0
         self.active = False
+        self._mirror: storage.Mirror | None = None  # the profiler writes local files; uploaded when it stops
 
     def before(self, step: int) -> None:
         if self.enabled and step == self.start:
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            jax.profiler.start_trace(os.fspath(self.logdir))
+            self._mirror = storage.Mirror(self.logdir)
+            jax.profiler.start_trace(os.fspath(self._mirror.local))
             self.active = True
 
     def after(self, step: int, result: Any) -> None:
         if self.active and step >= self.start + self.steps - 1:
             jax.block_until_ready(result)  # the traced steps' device work belongs in the trace
-            jax.profiler.stop_trace()
-            self.active = False
+            self._stop()
             logging.info("profile of steps %d-%d written to %s", self.start, step, self.logdir)
 
     def close(self) -> None:
         if self.active:
-            jax.profiler.stop_trace()
-            self.active = False
+            self._stop()
+
+    def _stop(self) -> None:
+        jax.profiler.stop_trace()
+        self.active = False
+        self._mirror.close()
 
 
 class Progress:

@@ -14,14 +14,15 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data import pipeline
 from mirrortalk_jax.data.motion_spec import MotionSpec
 from mirrortalk_jax.data.sources import ClipSource
@@ -34,10 +35,11 @@ from mirrortalk_jax.train.preemption import Preemption
 from mirrortalk_jax.train.metrics import MetricWriter
 
 
-def resolve_dataset(data_config) -> Path:
-    """`data.dataset_dir` if set; else the SynthTalk variant under `data.data_root`, built if missing."""
+def resolve_dataset(data_config) -> epath.Path:
+    """`data.dataset_dir` (local or gs://) if set; else the SynthTalk variant under `data.data_root`, built if
+    missing."""
     if data_config.dataset_dir:
-        return Path(data_config.dataset_dir).expanduser()
+        return storage.path(data_config.dataset_dir)
     from mirrortalk_jax.data.synthtalk import builder  # building is rare; keep the import off the hot path
     # One process builds (the build is deterministic, but N writers would race on the publish); the others
     # wait for it at a barrier and then read the published directory.
@@ -45,7 +47,7 @@ def resolve_dataset(data_config) -> Path:
         builder.build(data_config.data_root, data_config.synthtalk_variant)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthtalk_built")
-    return builder.dataset_dir(data_config.data_root, data_config.synthtalk_variant)
+    return storage.path(builder.dataset_dir(data_config.data_root, data_config.synthtalk_variant))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +60,14 @@ class Samples:
     mask: np.ndarray  # (B, L) valid frames
     waveform: np.ndarray  # (B, L * 16000 / fps) the windows' audio
     spec: MotionSpec
-    workdir: Path
+    workdir: epath.Path  # local or gs://
     writer: MetricWriter | None = None  # for images / previews in TensorBoard
 
 
 SamplesHook = Callable[[Samples], dict[str, float]]  # -> metrics logged under eval/sample/
 
 
-def _evaluate(setup, sample_step, state, source: ClipSource, config, rng, step: int, workdir: Path,
+def _evaluate(setup, sample_step, state, source: ClipSource, config, rng, step: int, workdir: epath.Path,
               on_samples: SamplesHook | None, writer: MetricWriter | None = None) -> dict[str, float]:
     """Mean metrics over a fixed set of held-out windows (the same windows at every evaluation).
 
@@ -96,7 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     on_samples: called at each evaluation with the motion a generating model sampled for held-out windows;
       its metrics are logged as eval/sample/*. None: nothing is sampled.
     """
-    workdir = Path(workdir).expanduser()
+    workdir = storage.path(workdir)  # a local folder or gs://...: every file below goes through epath
     workdir.mkdir(parents=True, exist_ok=True)
     tc = config.train
 
@@ -165,6 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 if eval_source is not None and step % tc.eval_every == 0:
                     writer.write(step, _evaluate(setup, sample_step, state, eval_source, config, step_rng, step,
                                                  workdir, on_samples, writer), prefix="eval/")
+                    writer.flush()
                 ckpt.save(step, state, train_iter, meta)
                 if preemption.should_stop(step):
                     break

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow_datasets as tfds
+from etils import epath
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data import publishing, sources
 from mirrortalk_jax.data.faces import identity
 from mirrortalk_jax.data.prepare import dataset, inputs, layouts, motion_space
@@ -154,6 +156,8 @@ def prepare(videos: Sequence[str], out: str | os.PathLike,
     Returns the report ({"entries", "counts", "clips", "seconds", "dataset"}); `out/prepare_report.json` holds
     it too. Raises DatasetNotWritten (after writing the report) when no training clip came out.
     """
+    if storage.is_remote(out):
+        return _prepare_remote(videos, storage.path(out), settings, log)
     out = Path(out).expanduser().resolve()
     _check_out(out)
     if settings.workers < 1:
@@ -177,3 +181,24 @@ def prepare(videos: Sequence[str], out: str | os.PathLike,
         shutil.rmtree(staging, ignore_errors=True)
     log(dataset.summary(builder.report) + f"\ndataset: {out}\nresume cache (remove when done): {work_dir(out)}")
     return {**builder.report, "dataset": out}
+
+
+def _prepare_remote(videos: Sequence[str], out: epath.Path, settings: dataset.PrepareSettings,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """`prepare` to an object store, which cannot rename: the dataset is prepared in a local folder (its resume
+    cache beside it, so a re-run resumes) and uploaded with dataset_info.json last, the file that makes readers
+    (TFDS, ClipSource) see a dataset. An earlier dataset at `out` is removed just before the upload."""
+    _check_out(out)
+    local = storage.cache_dir("prepare", os.fspath(out)) / out.name
+    try:
+        report = prepare(videos, local, settings, log)
+    except DatasetNotWritten:
+        storage.copy_file(local / REPORT_FILE, out / REPORT_FILE)
+        raise
+    report["dataset"] = out
+    (local / REPORT_FILE).write_text(json.dumps({**report, "dataset": os.fspath(out)}, indent=1))
+    if out.exists():
+        out.rmtree()
+    storage.copy_folder(local, out, last=("dataset_info.json",))
+    log(f"uploaded to {out}")
+    return report

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data import schema
 from mirrortalk_jax.data.faces import identity, layout as face_layout
 from mirrortalk_jax.data.prepare import clips, inputs, layouts, motion_space
@@ -88,8 +89,8 @@ def _process(job: tuple[inputs.VideoInput, str, clips.Options, dict]) -> dict:
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)  # a video interrupted half-way starts again
     try:
-        with inputs.local_copy(video.location) as local:
-            entry = clips.process_video(local, folder, options)
+        with storage.local_file(video.location) as local:
+            entry = clips.process_video(os.fspath(local), folder, options)
     except Exception as e:  # noqa: BLE001 - one broken file must never stop the batch; its reason is recorded
         entry = {"status": "rejected", "reason": f"{type(e).__name__}: {e}", "clips": 0, "seconds_kept": 0.0}
     entry = {**entry, "file": video.location, "labels": labels}

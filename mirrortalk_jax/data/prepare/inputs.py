@@ -3,16 +3,13 @@ file, local or on any filesystem etils.epath reads (gs://, s3://, ...)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
+from mirrortalk_jax import storage
 from mirrortalk_jax.data.prepare.layouts import VIDEO_EXTENSIONS
 
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
@@ -27,11 +24,6 @@ class VideoInput:
     def key(self) -> str:
         """A stable name for its work folder."""
         return hashlib.sha1(self.location.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def _is_uri(text: str) -> bool:
-    """gs://bucket/x, s3://..., not a local path (file:// URIs are read as local paths by epath too)."""
-    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text) is not None and not text.startswith("file://")
 
 
 def _walk_local(root: Path) -> Iterator[Path]:
@@ -56,7 +48,7 @@ def expand(inputs: Sequence[str]) -> tuple[list[VideoInput], list[dict]]:
 
 
 def _expand_one(text: str, problems: list[dict]) -> Iterator[VideoInput]:
-    if _is_uri(text):
+    if storage.is_remote(text):
         yield from _expand_uri(text, problems)
         return
     path = Path(text).expanduser()
@@ -72,7 +64,7 @@ def _expand_one(text: str, problems: list[dict]) -> Iterator[VideoInput]:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
-                entry = line if _is_uri(line) or os.path.isabs(line) else os.fspath(base / line)
+                entry = line if storage.is_remote(line) or os.path.isabs(line) else os.fspath(base / line)
                 yield from _expand_one(entry, problems)
     elif path.exists() or path.is_symlink():
         yield VideoInput(os.fspath(path), PurePosixPath(path.name))  # any file given by name is tried
@@ -81,12 +73,10 @@ def _expand_one(text: str, problems: list[dict]) -> Iterator[VideoInput]:
 
 
 def _expand_uri(uri: str, problems: list[dict]) -> Iterator[VideoInput]:
-    from etils import epath
-
-    path = epath.Path(uri)
     try:
+        path = storage.path(uri)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.name.lower().endswith(VIDEO_EXTENSIONS))
+            files = [p for p in storage.files_under(path) if p.name.lower().endswith(VIDEO_EXTENSIONS)]
             if not files:
                 problems.append(_problem(uri, "folder holds no video file"))
             for file in files:
@@ -101,19 +91,3 @@ def _expand_uri(uri: str, problems: list[dict]) -> Iterator[VideoInput]:
 
 def _problem(text: str, reason: str) -> dict:
     return {"file": text, "status": "rejected", "reason": reason, "clips": 0, "seconds_kept": 0.0}
-
-
-@contextlib.contextmanager
-def local_copy(location: str) -> Iterator[str]:
-    """A local path of `location`: itself, or a temporary copy of a remote file (removed afterwards)."""
-    if not _is_uri(location):
-        yield location
-        return
-    from etils import epath
-
-    suffix = PurePosixPath(location).suffix
-    with tempfile.TemporaryDirectory(prefix="mirrortalk_prepare_") as tmp:
-        local = os.path.join(tmp, f"video{suffix}")
-        with epath.Path(location).open("rb") as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        yield local
