@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.mesh.dcn_fsdp = 1
     config.mesh.dcn_tensor = 1
     config.mesh.logical_axis_rules = ()  # empty: train.mesh.DEFAULT_RULES
+    # Pin activations at block boundaries to the rules' placement (models/nn/sharding.py): the train, eval and
+    # sample steps are traced with the mesh and rules active. False leaves activations to XLA's propagation.
+    config.mesh.constrain_activations = True
     return config
 
 

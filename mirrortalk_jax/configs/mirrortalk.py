@@ -28,6 +28,7 @@ SIZES = {  # hidden, blocks, heads, SDSE hidden, SDSE layers, style dim, batch
     "base": (512, 12, 8, 256, 4, 256, 64),
     "large": (1024, 24, 16, 512, 6, 256, 256),
 }
+REMAT = {"tiny": "none", "base": "dots", "large": "full"}  # measured: docs/scaling.md
 
 
 def get_config(arg: str | None = None):
@@ -49,6 +50,12 @@ def get_config(arg: str | None = None):
     m.hidden, m.num_layers, m.num_heads = hidden, blocks, heads
     m.mlp_ratio = 4.0
     m.audio_radius = 4  # frames of audio each frame attends to on either side
+    # Blocks as one stacked module applied by nnx.scan (compiled once, not num_layers times) and rematerialised in
+    # the backward pass: "dots" keeps the projections' outputs, "full" only each block's input (the least
+    # memory). Both change nothing numerically; scanning changes the parameter layout (blocks/<name> with a
+    # leading layers axis; models/nn/layer_stack.convert_layer_layout converts). docs/scaling.md.
+    m.scan_layers = not tiny
+    m.remat = REMAT[variant]
     # Gate logits at initialisation, (audio, style) per region: the prior lower = audio, upper = style.
     m.gate_prior = ml_collections.ConfigDict({"lower": (2.0, -2.0), "upper": (-2.0, 2.0), "eyes": (-2.0, 2.0),
                                               "pose": (0.0, 2.0)})
@@ -72,6 +79,7 @@ def get_config(arg: str | None = None):
     s.distance = "cosine"
     s.hard_negatives = False
     s.loss_weights = ml_collections.ConfigDict(dict(triplet=1.0, hsic=1.0, ortho=0.1, content=0.1, cls=0.0))
+    s.scan_layers, s.remat = m.scan_layers, m.remat
 
     m.hierarchical_modulation = True  # False: the ablation without per-region, per-timestep gates
     for name in sorted(ablations):

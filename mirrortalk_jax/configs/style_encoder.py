@@ -48,6 +48,10 @@ def get_config(arg: str | None = None):
     m.distance = "cosine"  # triplet distance: "cosine" (1 - cos) or "l2" (squared Euclidean)
     m.hard_negatives = False  # closest other-speaker window as negative instead of a random one
     m.loss_weights = ml_collections.ConfigDict(dict(triplet=1.0, hsic=1.0, ortho=0.1, content=0.1, cls=0.1))
+    # Transformer layers as one scanned stack, and what the backward pass recomputes ("none", "full", "dots"):
+    # docs/scaling.md "Scan over layers and rematerialisation". Scanning changes the parameter layout.
+    m.scan_layers = False
+    m.remat = "none"
 
     for name in sorted(ablations):
         base_config.apply_overrides(m, base_config.STYLE_ENCODER_ABLATIONS[name])

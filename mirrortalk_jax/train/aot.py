@@ -208,7 +208,8 @@ def _memory(compiled) -> dict[str, int]:
 
 def compile_train_step(config: ml_collections.ConfigDict, topology: str, *, num_slices: int = 1,
                        spec: MotionSpec | None = None, config_name: str = "") -> AotReport:
-    """Lowers and compiles the trainer's train step for `config` on `topology`; nothing is allocated."""
+    """Lowers and compiles the trainer's train step for `config` on `topology`; nothing is allocated (with the
+    models' activation sharding constraints unless `config.mesh.constrain_activations` is off, as in training)."""
     spec = spec or SYNTHTALK_SPEC
     devices, description, real = topology_devices(topology, num_slices)
     mesh = mesh_lib.create_mesh(config.mesh, devices)

@@ -21,6 +21,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mirrortalk_jax.data import pipeline
+from mirrortalk_jax.models.nn.sharding import with_activation_sharding
 from mirrortalk_jax.runs import checkpointing
 from mirrortalk_jax.train import mesh as mesh_lib
 from mirrortalk_jax.train import param_groups, sharding_guard
@@ -38,6 +39,7 @@ class CompiledTraining:
     train_step: Callable  # jitted (state, batch, rng) -> (state, metrics), the state donated
     eval_step: Callable  # jitted (state, batch, rng) -> metrics, EMA parameters when kept
     batch_axes: tuple[str, ...] = ("data", "fsdp")  # mesh axes of the logical batch axis (the rules' "batch")
+    traced: Callable[[Callable], Callable] = lambda step: step  # wraps a step so it traces under the rules
 
     def global_batch(self, local_batch: dict) -> dict[str, jax.Array]:
         """This process's batch as global arrays split over `batch_axes`."""
@@ -53,7 +55,7 @@ class CompiledTraining:
 
     def sample_step(self, sampler: Callable) -> Callable:
         """Jitted (state, batch, rng) -> (B, L, D) motion of `sampler(model, batch, rng)` (sample.generators.eval_sampler)."""
-        return jax.jit(state_lib.make_sample_step(self.training.graphdef, self.training.use_ema, sampler),
+        return jax.jit(self.traced(state_lib.make_sample_step(self.training.graphdef, self.training.use_ema, sampler)),
                        in_shardings=(self.shardings, self.batch_sharding, self.replicated),
                        out_shardings=self.batch_sharding)
 
@@ -81,10 +83,20 @@ def compile_training(config: ml_collections.ConfigDict, factory: Callable[[nnx.R
                                             max_replicated_mb=tc.max_replicated_param_mb)
     batch_sharding = pipeline.batch_sharding(mesh, batch_axes)
     replicated = NamedSharding(mesh, PartitionSpec())
-    train_step = jax.jit(state_lib.make_train_step(training.graphdef, training.tx, training.schedule, tc.ema_decay),
+    traced = _tracing(config, mesh, rules)
+    train_step = jax.jit(traced(state_lib.make_train_step(training.graphdef, training.tx, training.schedule,
+                                                          tc.ema_decay)),
                          in_shardings=(shardings, batch_sharding, replicated),
                          out_shardings=(shardings, replicated), donate_argnums=0)
-    eval_step = jax.jit(state_lib.make_eval_step(training.graphdef, training.use_ema),
+    eval_step = jax.jit(traced(state_lib.make_eval_step(training.graphdef, training.use_ema)),
                         in_shardings=(shardings, batch_sharding, replicated), out_shardings=replicated)
     return CompiledTraining(training, mesh, abstract, shardings, batch_sharding, replicated, train_step, eval_step,
-                            batch_axes)
+                            batch_axes, traced)
+
+
+def _tracing(config: ml_collections.ConfigDict, mesh: Mesh, rules) -> Callable[[Callable], Callable]:
+    """How the steps are traced: with the mesh and logical rules active, so the models' activation sharding
+    constraints apply (`mesh.constrain_activations`, default on), or as they are."""
+    if not config.mesh.get("constrain_activations", True):
+        return lambda step: step
+    return lambda step: with_activation_sharding(step, mesh, rules)

@@ -22,10 +22,14 @@ import numpy as np
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models.nn import layers
+from mirrortalk_jax.models.nn import layer_stack, layers
+from mirrortalk_jax.models.nn.sharding import constrain
 
 # Gate logits at initialisation, (audio, style) per region: sigmoid(2) = 0.88, sigmoid(-2) = 0.12.
 DEFAULT_GATE_PRIOR = {"lower": (2.0, -2.0), "upper": (-2.0, 2.0), "eyes": (-2.0, 2.0), "pose": (0.0, 2.0)}
+
+# Logical axes of the tokens (B, L, G, H) between blocks (models/nn/sharding.py; a no-op outside a mesh).
+TOKEN_AXES = ("batch", "length", None, "embed")
 
 
 class HierarchicalGates(nnx.Module):
@@ -83,7 +87,7 @@ class DiTBlock(nnx.Module):
         s = self.style_out(h * gamma + beta)
         x = x + gates[:, None, :, 0:1] * a + gates[:, None, :, 1:2] * s
         x = x + mods[8] * self.mlp(layers.modulate(self.norm_m(x), mods[6], mods[7]))
-        return x
+        return constrain(x, TOKEN_AXES)
 
 
 class DiTDenoiser(nnx.Module):
@@ -92,7 +96,11 @@ class DiTDenoiser(nnx.Module):
     def __init__(self, spec: MotionSpec, *, audio_dim: int, style_dim: int, hidden: int, num_layers: int,
                  num_heads: int, mlp_ratio: float = 4.0, audio_radius: int = 4,
                  gate_prior: Mapping[str, tuple[float, float]] | None = None, audio_mean: float = 0.0,
-                 audio_std: float = 1.0, hierarchical_modulation: bool = True, rngs: nnx.Rngs):
+                 audio_std: float = 1.0, hierarchical_modulation: bool = True, scan_layers: bool = False,
+                 remat: str = "none", rngs: nnx.Rngs):
+        """scan_layers: the blocks as one stacked module applied by nnx.scan (params `blocks/<name>` with a
+        leading (num_layers,) axis instead of `blocks/<i>/<name>`; `layer_stack.convert_layer_layout` converts);
+        remat: "none", "full" or "dots", what the backward pass recomputes (models/nn/layer_stack.py)."""
         self.regions = spec.group_names
         self.indices = tuple(tuple(int(i) for i in spec.group_indices(g)) for g in self.regions)  # static
         self.motion_dim = spec.dim
@@ -115,7 +123,9 @@ class DiTDenoiser(nnx.Module):
         # weight at every timestep: gates fixed at 1.
         self.gates = (HierarchicalGates(self.regions, hidden, gate_prior or DEFAULT_GATE_PRIOR, rngs)
                       if hierarchical_modulation else None)
-        self.blocks = nnx.List([DiTBlock(hidden, num_heads, mlp_ratio, g, rngs) for _ in range(num_layers)])
+        self.remat = layer_stack.check_remat(remat)
+        self.blocks = layer_stack.create_blocks(lambda r: DiTBlock(hidden, num_heads, mlp_ratio, g, r), num_layers,
+                                                rngs, scan=scan_layers)
         self.final_ada = layers.dense(hidden, 2 * hidden, ("embed", "mlp"), rngs, zero_init=True)
         self.final_norm = layers.layer_norm(hidden, rngs, affine=False)
         self.embed_out = nnx.List([layers.dense(hidden, len(ix), ("embed", "motion"), rngs, zero_init=True)
@@ -159,8 +169,8 @@ class DiTDenoiser(nnx.Module):
             gates = jnp.where(jnp.isnan(gate_override)[None], gates, gate_override[None])
         frames = jnp.arange(length)
         band = jnp.abs(frames[:, None] - frames[None, :]) <= self.audio_radius
-        for block in self.blocks:
-            tokens = block(tokens, c, audio, style, gates, mask, band)
+        tokens = constrain(tokens, TOKEN_AXES)
+        tokens = layer_stack.apply_blocks(self.blocks, tokens, c, audio, style, gates, mask, band, remat=self.remat)
         shift, scale = jnp.split(self.final_ada(jax.nn.silu(c))[:, None, None, :], 2, axis=-1)
         tokens = layers.modulate(self.final_norm(tokens), shift, scale)
         out = jnp.zeros((b, length, self.motion_dim), x_t.dtype)

@@ -53,7 +53,8 @@ class MirrorTalk(nnx.Module):
                                     gate_prior={k: tuple(v) for k, v in dict(config.gate_prior).items()},
                                     audio_mean=config.get("audio_mean", 0.0), audio_std=config.get("audio_std", 1.0),
                                     hierarchical_modulation=config.get("hierarchical_modulation", True),
-                                    rngs=rngs)
+                                    scan_layers=config.get("scan_layers", False),
+                                    remat=config.get("remat", "none"), rngs=rngs)
         d = config.diffusion
         self.schedule_kind, self.num_train_steps = d.schedule, int(d.num_steps)
         self.prediction, self.weighting = d.prediction, d.weighting

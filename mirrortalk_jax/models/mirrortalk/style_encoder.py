@@ -23,9 +23,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mirrortalk_jax.data.motion_spec import MotionSpec
-from mirrortalk_jax.models.nn import layers
+from mirrortalk_jax.models.nn import layer_stack, layers
+from mirrortalk_jax.models.nn.sharding import constrain
 from mirrortalk_jax.models.registry import Part, register
 from mirrortalk_jax.objectives import disentangle
+
+# Logical axes of the frames (B, R, H) between layers (models/nn/sharding.py; a no-op outside a mesh).
+FRAME_AXES = ("batch", "length", "embed")
 
 
 class EncoderLayer(nnx.Module):
@@ -41,7 +45,7 @@ class EncoderLayer(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         h = self.attn_norm(x)
         x = x + self.attn(h, h, mask)
-        return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(x))))
+        return constrain(x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(x)))), FRAME_AXES)
 
 
 class StyleEncoder(nnx.Module):
@@ -55,14 +59,20 @@ class StyleEncoder(nnx.Module):
       style_dim: S.
       content_dim: E, width of the content projection (compared with content features by the model's loss).
       max_frames: longest clip accepted (size of the learned positional table).
+      scan_layers: the transformer layers as one stacked module applied by nnx.scan (params `layers/<name>` with
+        a leading (num_layers,) axis; `layer_stack.convert_layer_layout` converts from `layers/<i>/<name>`).
+      remat: "none", "full" or "dots": what the backward pass recomputes (models/nn/layer_stack.py).
     """
 
     def __init__(self, motion_dim: int, hidden: int, num_layers: int, num_heads: int, mlp_dim: int,
-                 num_slots: int, style_dim: int, content_dim: int, max_frames: int, rngs: nnx.Rngs):
+                 num_slots: int, style_dim: int, content_dim: int, max_frames: int, rngs: nnx.Rngs, *,
+                 scan_layers: bool = False, remat: str = "none"):
         self.max_frames = max_frames
+        self.remat = layer_stack.check_remat(remat)
         self.motion_in = layers.dense(motion_dim, hidden, ("motion", "embed"), rngs)
         self.positions = layers.param(rngs, layers.scaled_normal(0.02), (max_frames, hidden), ("length", "embed"))
-        self.layers = nnx.List([EncoderLayer(hidden, num_heads, mlp_dim, rngs) for _ in range(num_layers)])
+        self.layers = layer_stack.create_blocks(lambda r: EncoderLayer(hidden, num_heads, mlp_dim, r), num_layers,
+                                                rngs, scan=scan_layers)
         # Style memory: M slots of width H, read by every frame. Slots have no mesh axis of their own ("length"
         # maps to none): the table is small. M = 0 removes the memory bank (the paper's ablation).
         if num_slots > 0:
@@ -90,9 +100,8 @@ class StyleEncoder(nnx.Module):
         mask = mask.astype(bool)
         # Zero the padding first so that anything behind the mask (even NaN) cannot leak through 0 * x.
         motion = jnp.where(mask[..., None], motion, 0.0)
-        x = self.motion_in(motion) + self.positions[...][None, :length]
-        for layer in self.layers:
-            x = layer(x, mask)
+        x = constrain(self.motion_in(motion) + self.positions[...][None, :length], FRAME_AXES)
+        x = layer_stack.apply_blocks(self.layers, x, mask, remat=self.remat)
         if self.memory is not None:
             memory = jnp.broadcast_to(self.memory[...][None], (x.shape[0],) + self.memory.shape)
             x = x + self.memory_read(self.memory_norm(x), memory)
@@ -268,7 +277,8 @@ def create_style_encoder_model(config, spec: MotionSpec, rngs: nnx.Rngs, content
     encoder = StyleEncoder(motion_dim=spec.dim, hidden=config.hidden, num_layers=config.num_layers,
                            num_heads=config.num_heads, mlp_dim=config.mlp_dim, num_slots=config.num_slots,
                            style_dim=config.style_dim, content_dim=config.content_dim,
-                           max_frames=config.max_frames, rngs=rngs)
+                           max_frames=config.max_frames, rngs=rngs, scan_layers=config.get("scan_layers", False),
+                           remat=config.get("remat", "none"))
     from_run = content_encoder is not None
     if content_encoder is None:
         content_encoder = RandomContentProjection(config.audio_dim, config.content_dim, rngs)
