@@ -64,6 +64,14 @@ def test_abstract_batch_matches_the_input_pipeline(micro_dataset):
     assert set(real) - set(abstract) == {"style_params"}  # SynthTalk's ground-truth style, which no loss reads
 
 
+def test_a_step_the_compiler_cannot_fit_is_an_answer_not_a_crash():
+    # What the TPU compiler raised for mirrortalk.py:large on v5p-8 without remat (docs/scaling.md).
+    error = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required "
+                                       "for HLO temporaries (100.80G) exceeds available HBM (95.74G).\nmore")
+    assert aot.out_of_memory(error).endswith("exceeds available HBM (95.74G).")
+    assert aot.out_of_memory(jax.errors.JaxRuntimeError("INTERNAL: something else")) is None
+
+
 def test_errors_are_clear():
     with pytest.raises(ValueError, match="unknown topology"):
         aot.device_count("v9z-8")

@@ -191,6 +191,7 @@ def test_bad_photos_and_mismatched_runs_are_refused_by_name(material, tmp_path, 
     assert not (tmp_path / "never.mp4").exists()
 
 
+@pytest.mark.slow  # about 2.5 minutes; the evaluation suite runs by default in test_demo, renderer scores in test_prepare
 def test_evaluation_runs_on_the_prepared_real_dataset(material, tmp_path, capsys, syncnet_dir):
     """`mirrortalk evaluate` on a dataset of `mirrortalk data prepare` (a 29-channel mesh space, no SynthTalk face):
     predictions are rendered from each clip's first frame, landmarks re-tracked on both sides, CSIM from dlib's

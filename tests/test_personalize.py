@@ -184,6 +184,7 @@ def test_personalize_adapts_a_renderer_and_writes_one_that_loads_like_any(bases,
     np.testing.assert_allclose(list(exported.values())[0], frames[1], atol=1e-4)
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores; the default run adapts and merges through the same trainer
 def test_personalization_resumes_exactly(bases, tmp_path):
     base = bases.run("ours")
     settings = dict(tail_seconds=1.0, eval_every=2, checkpoint_every=2)
@@ -203,6 +204,7 @@ def converted_step(path: Path) -> int:
     return json.loads((path / "model.json").read_text())["step"]
 
 
+@pytest.mark.slow  # a second adaptation run; merging without the static part is checked by the adapter tests
 def test_lora_only_becomes_a_plain_renderer_of_the_base_kind(bases, tmp_path):
     assert _personalize(bases.run("ours"), bases.person, tmp_path / "lora", "--steps", "2", "--no_static", "--rank", "1",
                         "--target", "flow/.*", "--target", "to_rgb/.*") == 0

@@ -295,6 +295,7 @@ def test_vgg_perceptual_loss_trains_with_the_network_frozen_and_left_out_of_expo
     assert not [w for w in np.load(artifact / "weights.npz").files if w.startswith(("perceptual_net/", "losses/"))]
 
 
+@pytest.mark.slow  # a second PIRenderer run; the default run trains PIRenderer on a dataset space
 def test_pirenderer_fine_tunes_converted_weights_on_another_motion_space(tiny_dataset, tmp_path):
     """The converted PIRenderer (the fixture's random weights at its small sizes) set up to fine-tune on SynthTalk's
     18-channel motion: its warping and editing nets and the mapping net's inner layers are loaded (init_from with

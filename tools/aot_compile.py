@@ -36,8 +36,14 @@ def main(argv):
     # CPU stand-ins must exist before JAX first runs; TPU targets ignore them.
     jax.config.update("jax_num_cpu_devices", max(aot.device_count(FLAGS.topology, FLAGS.num_slices), 1))
     config_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
-    report = aot.compile_train_step(FLAGS.config, FLAGS.topology, num_slices=FLAGS.num_slices,
-                                    config_name=os.path.relpath(config_arg) if config_arg else "")
+    try:
+        report = aot.compile_train_step(FLAGS.config, FLAGS.topology, num_slices=FLAGS.num_slices,
+                                        config_name=os.path.relpath(config_arg) if config_arg else "")
+    except Exception as e:  # noqa: BLE001 - jax raises JaxRuntimeError; only an out-of-memory one is an answer
+        if (message := aot.out_of_memory(e)) is None:
+            raise
+        print(f"does not fit {FLAGS.topology}: {message}", file=sys.stderr)
+        return 1
     print(aot.format_report(report))
     if FLAGS.json:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)

@@ -256,6 +256,13 @@ def format_report(r: AotReport) -> str:
     return "\n".join(lines)
 
 
+def out_of_memory(error: Exception) -> str | None:
+    """The compiler's message when compiling failed because the step does not fit the device memory (the TPU
+    compiler refuses such a program instead of planning it), else None."""
+    text = str(error)
+    return text.strip().splitlines()[0] if "RESOURCE_EXHAUSTED" in text else None
+
+
 def fits(report: AotReport) -> bool | None:
     """Whether the step fits the device memory (None when the target is not a known TPU)."""
     if not report.hbm_bytes or not report.memory:
