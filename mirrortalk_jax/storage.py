@@ -127,12 +127,8 @@ def local_file(location: str | os.PathLike) -> Iterator[Path]:
     source = path(location)
     with tempfile.TemporaryDirectory(prefix="mirrortalk_download_") as tmp:
         local = Path(tmp) / f"file{PurePosixPath(os.fspath(location)).suffix}"
-        download(source, local)
+        copy_file(source, local)
         yield local
-
-
-def download(source: str | os.PathLike, local: str | os.PathLike) -> None:
-    copy_file(source, local)
 
 
 def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
@@ -191,7 +187,7 @@ class Mirror:
         for name in pull if self.remote else ():
             if (self.root / name).exists():
                 (self.local / name).parent.mkdir(parents=True, exist_ok=True)
-                download(self.root / name, self.local / name)
+                copy_file(self.root / name, self.local / name)
                 self._pushed[name] = self._signature(self.local / name)
 
     @staticmethod

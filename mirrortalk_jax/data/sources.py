@@ -105,7 +105,7 @@ class ClipSource:
             if not (local.is_file() and local.stat().st_size == storage.size(remote)):
                 local.parent.mkdir(parents=True, exist_ok=True)
                 partial = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
-                storage.download(remote, partial)
+                storage.copy_file(remote, partial)
                 os.replace(partial, local)  # whole or absent: other processes share the cache
             _check_shard(self.paths[shard], local, self.shard_lengths[shard])
             self._staged[shard] = True
